@@ -1,0 +1,196 @@
+"""The ``raypipe`` command line: parse, call the Python API, render.
+
+Exit codes: 0 ok, 1 pipeline failure, 2 usage or config error. A mistake in the
+user's config or data prints one paragraph, never a traceback (``--log-level
+DEBUG`` adds the traceback for bug reports).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from raypipe.errors import RaypipeError
+
+log = logging.getLogger("raypipe")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """Send everything written to fd 1 to stderr while the pipeline runs.
+
+    Ray forwards worker output to the driver's stdout; with ``--json`` stdout must
+    hold the JSON object alone, so the descriptor itself is redirected.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _fail(exc: BaseException, as_json: bool, log_level: str) -> None:
+    if isinstance(exc, RaypipeError):
+        code, kind, message = exc.exit_code, type(exc).__name__, str(exc)
+    else:
+        code, kind, message = 1, type(exc).__name__, f"{type(exc).__name__}: {exc}"
+    if log_level.upper() == "DEBUG" or not isinstance(exc, RaypipeError):
+        traceback.print_exception(exc, file=sys.stderr)
+    if as_json:
+        click.echo(json.dumps({"status": "failed", "error": {"type": kind, "message": message}}))
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class _Ctx:
+    def __init__(self, address: str | None, profile: str | None, overrides: tuple[str, ...], as_json: bool, log_level: str):
+        self.address = address
+        self.profile = profile
+        self.overrides = list(overrides)
+        self.as_json = as_json
+        self.log_level = log_level
+
+    def load(self, path: str):
+        from raypipe.config import load_config
+
+        return load_config(path, profile=self.profile, overrides=self.overrides)
+
+
+def _common(fn):
+    """Options every command takes, also after the command name."""
+    fn = click.option("--address", envvar="RAY_ADDRESS", default=None, help="Ray cluster to use (default: start a local Ray).")(fn)
+    fn = click.option("--profile", default=None, help="Profile from the config's `profiles:` to overlay.")(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="PATH=VALUE", help="Override a config value (repeatable).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout, logs on stderr.")(fn)
+    fn = click.option(
+        "--log-level",
+        default="WARNING",
+        type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+        help="Log verbosity on stderr.",
+    )(fn)
+    return fn
+
+
+def _make_ctx(address, profile, overrides, as_json, log_level) -> _Ctx:
+    _setup_logging(log_level)
+    return _Ctx(address, profile, overrides, as_json, log_level)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="raypipe")
+def cli() -> None:
+    """raypipe: one YAML file from raw data to a monitored prediction endpoint on Ray."""
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_common
+def validate(config: str, address, profile, overrides, as_json, log_level) -> None:
+    """Check CONFIG without starting Ray: keys, types, paths, columns, label."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        from raypipe.config import check_config
+
+        cfg = ctx.load(config)
+        warnings = check_config(cfg, config)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps({"status": "ok", "config": config, "name": cfg.name, "warnings": warnings}))
+        return
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(f"{config}: ok ({cfg.name}: {cfg.data.source.type} source, {len(cfg.features)} feature steps, task {cfg.model.task})")
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--until",
+    type=click.Choice(["ingest", "split", "transform", "train", "evaluate", "register"]),
+    default=None,
+    help="Stop after this stage (default: run every stage).",
+)
+@_common
+def run(config: str, until: str | None, address, profile, overrides, as_json, log_level) -> None:
+    """Run the batch pipeline of CONFIG and print a summary."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        from raypipe.config import check_config
+        from raypipe.pipeline import Pipeline
+
+        cfg = ctx.load(config)
+        check_config(cfg, config)
+        with _stdout_to_stderr(as_json):
+            result = Pipeline(cfg, config_path=config, address=address).run(until=until)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(result.summary())
+
+
+@cli.command("infer-schema")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the schema YAML here (default: stdout).")
+@click.option("--sample-rows", default=100_000, show_default=True, help="Rows read to infer types and ranges.")
+@_common
+def infer_schema(config: str, output: str | None, sample_rows: int, address, profile, overrides, as_json, log_level) -> None:
+    """Infer a `data.schema` section from CONFIG's source and print it as YAML."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        import yaml
+
+        from raypipe.pipeline import infer_schema as infer
+
+        cfg = ctx.load(config)
+        with _stdout_to_stderr(True):
+            schema = infer(cfg, address=address, sample_rows=sample_rows)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    text = yaml.safe_dump({"schema": schema}, sort_keys=False)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        click.echo(f"wrote {output}", err=True)
+    elif as_json:
+        click.echo(json.dumps({"schema": schema}))
+    else:
+        click.echo(text, nl=False)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point of the ``raypipe`` console script."""
+    try:
+        return cli.main(args=argv, prog_name="raypipe", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

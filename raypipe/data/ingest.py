@@ -1,0 +1,224 @@
+"""The ingest stage on Ray Data: read, validate, quarantine, count; then split.
+
+One pass over the source: a single ``map_batches`` validates each block and emits
+valid rows and quarantine records in one stream (a record rides in the JSON column
+``__rp_q``, so every block keeps one schema); the result is materialized once, then
+two in-memory filters separate valid rows from records. Quarantine records are
+written as Parquet with ``write_parquet``. Nothing is lost: ``ingested == valid +
+quarantined`` is checked on every run.
+
+Example::
+
+    result = ingest(cfg, quarantine_uri="runs/2024-01-01/quarantine")
+    result.counts   # {'ingested': 48842, 'valid': 48842, 'quarantined': 0, 'by_rule': {}, 'by_column': {}}
+    splits = split(cfg, result.dataset)
+    splits.counts   # {'train': ..., 'valid': ..., 'test': 16281}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import ray
+from ray.data.expressions import col
+
+from raypipe.config import PipelineConfig, SchemaConfig
+from raypipe.data import provenance as prov
+from raypipe.data.sources import read_source, source_name, unwrap_task_errors
+from raypipe.data.split import SplitResult, split_dataset
+from raypipe.data.validate import BatchValidator, infer_schema, quarantine_schema, schema_from_inferred
+from raypipe.errors import DataError, StageError, ValidationError
+
+__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "QUARANTINE_RECORD"]
+
+#: Column of the validation stream that carries a quarantine record as JSON (null on valid rows).
+QUARANTINE_RECORD = "__rp_q"
+_META = ("__rp_rule", "__rp_column", "__rp_value", "__rp_rules", "__rp_source", prov.FILE, prov.LINE, prov.RAW)
+
+
+@dataclass
+class IngestResult:
+    """What :func:`ingest` produced.
+
+    Attributes:
+        dataset: valid rows, typed as declared, with ``__rp_file``/``__rp_line`` kept
+            for the split (materialized).
+        counts: ``{"ingested", "valid", "quarantined", "by_rule": {rule: n},
+            "by_column": {column: n}}``; each quarantined row counts once, under its
+            first broken rule (``by_column`` leaves out reader errors, which have no
+            column).
+        quarantine_path: the Parquet folder of quarantine records, or None when no
+            row was quarantined.
+        schema: the schema validated against (inferred from a sample when
+            ``data.schema.columns`` is empty).
+    """
+
+    dataset: ray.data.Dataset
+    counts: dict[str, Any]
+    quarantine_path: str | None
+    schema: SchemaConfig = field(default_factory=SchemaConfig)
+
+
+# --------------------------------------------------------------------------- the one pass
+
+
+class _Validate:
+    """map_batches UDF: valid rows, then quarantine records packed into ``__rp_q``."""
+
+    def __init__(self, schema: SchemaConfig, source: str, missing_columns: str = "error"):
+        self.validator = BatchValidator(schema, source, missing_columns)
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        valid, bad = self.validator(table)
+        out = valid.append_column(QUARANTINE_RECORD, pa.nulls(valid.num_rows, pa.string()))
+        if not bad.num_rows:
+            return out
+        # Only rejected rows reach Python here.
+        packed = pa.array([json.dumps(r, default=str) for r in bad.to_pylist()], pa.string())
+        filler = [pa.nulls(bad.num_rows, f.type) for f in valid.schema] + [packed]
+        return pa.concat_tables([out, pa.Table.from_arrays(filler, schema=out.schema)])
+
+
+def _unpack(table: pa.Table) -> pa.Table:
+    """map_batches UDF: ``__rp_q`` JSON back into quarantine columns (raw values as strings)."""
+    records = [json.loads(s) for s in table.column(QUARANTINE_RECORD).to_pylist()]
+    data: dict[str, None] = {}
+    for r in records:
+        data.update(dict.fromkeys(k for k in r if k not in _META))
+    return pa.Table.from_pylist(records, schema=quarantine_schema(list(data)))
+
+
+def _collect(ds: ray.data.Dataset, columns: list[str]) -> pa.Table:
+    tables = [t for t in ray.get(ds.select_columns(columns).to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _sample(ds: ray.data.Dataset, rows: int) -> pa.Table:
+    tables = [t for t in ray.get(ds.limit(rows).to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return pa.table({})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def _prepare_quarantine_dir(uri: str) -> tuple[str, Any]:
+    """The path to write to and the save mode: replace an earlier quarantine, never other files."""
+    from ray.data import SaveMode
+
+    if "://" not in uri or uri.startswith("file://"):
+        uri = os.path.abspath(uri.removeprefix("file://"))
+    try:
+        from pyarrow import fs as pafs
+
+        filesystem, path = pafs.FileSystem.from_uri(uri if "://" in uri else "file://" + uri)
+        infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    except (pa.ArrowInvalid, ValueError, OSError):
+        return uri, SaveMode.APPEND  # a filesystem pyarrow does not know: let Ray write alongside
+    others = [i.path for i in infos if i.type == pafs.FileType.File and not i.path.endswith(".parquet")]
+    if others:
+        raise StageError(
+            f"data.validation.quarantine_uri: {uri} already holds files other than Parquet "
+            f"(e.g. {others[0]}); refusing to overwrite it. Hint: point quarantine_uri at a new folder."
+        )
+    return uri, SaveMode.OVERWRITE
+
+
+def ingest(cfg: PipelineConfig, quarantine_uri: str) -> IngestResult:
+    """Read ``cfg.data.source``, validate every row, quarantine the rest, count.
+
+    Args:
+        cfg: the pipeline config (``data.source``, ``data.schema``, ``data.validation``).
+        quarantine_uri: folder (local or pyarrow/fsspec URI) for quarantine records;
+            written only when a row is quarantined. An earlier quarantine there (only
+            Parquet files) is replaced.
+
+    Returns:
+        An :class:`IngestResult`.
+
+    Raises:
+        DataError: the source cannot be read or holds no rows.
+        SchemaError: a declared column is missing from a file.
+        ValidationError: more than ``data.validation.max_invalid_fraction`` of the rows
+            were quarantined; the message has the counts per rule and the quarantine path
+            (written before raising, for inspection).
+        StageError: Ray failed for another reason.
+    """
+    data = cfg.data
+    name = source_name(data.source)
+    with unwrap_task_errors("ingest"):
+        raw = read_source(data.source)
+        schema, missing = data.schema_, "error"
+        if not schema.columns:
+            # Types come from the first rows; files lacking a column read it as missing.
+            schema = schema_from_inferred(infer_schema(_sample(raw, 10_000)), extra_columns="keep")
+            missing = "null"
+        stream = raw.map_batches(
+            _Validate(schema, name, missing), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+        ).materialize()
+        ingested = stream.count()
+        if ingested == 0:
+            raise DataError(f"data.source: {name}: no rows were read. Hint: check the paths, table or query.")
+        is_record = col(QUARANTINE_RECORD).is_not_null()
+        quarantine = stream.filter(expr=is_record).select_columns([QUARANTINE_RECORD])
+        quarantine = quarantine.map_batches(_unpack, batch_format="pyarrow", batch_size=None).materialize()
+        valid = stream.filter(expr=col(QUARANTINE_RECORD).is_null()).drop_columns([QUARANTINE_RECORD]).materialize()
+        n_valid, n_bad = valid.count(), quarantine.count()
+        del stream  # frees the combined blocks
+        by_rule: Counter[str] = Counter()
+        by_column: Counter[str] = Counter()
+        if n_bad:
+            reasons = _collect(quarantine, ["__rp_rule", "__rp_column"])
+            by_rule.update(reasons.column("__rp_rule").to_pylist())
+            by_column.update(c for c in reasons.column("__rp_column").to_pylist() if c is not None)
+        if n_valid + n_bad != ingested:
+            raise StageError(f"ingest: {ingested} rows in, but {n_valid} valid + {n_bad} quarantined. This is a raypipe bug.")
+        path = None
+        if n_bad:
+            path, mode = _prepare_quarantine_dir(quarantine_uri)
+            quarantine.write_parquet(path, mode=mode)
+    counts = {
+        "ingested": ingested,
+        "valid": n_valid,
+        "quarantined": n_bad,
+        "by_rule": dict(by_rule.most_common()),
+        "by_column": dict(by_column.most_common()),
+    }
+    limit = data.validation.max_invalid_fraction
+    if n_bad / ingested > limit:
+        rules = ", ".join(f"{rule}={n}" for rule, n in by_rule.most_common())
+        raise ValidationError(
+            f"data.validation.max_invalid_fraction: {n_bad} of {ingested} rows ({n_bad / ingested:.2%}) were quarantined, "
+            f"more than the {limit:.2%} allowed. By rule: {rules}. Quarantined rows: {path}. "
+            "Hint: read the quarantine to fix the data or the schema, or raise max_invalid_fraction."
+        )
+    return IngestResult(valid, counts, path, schema)
+
+
+def split(cfg: PipelineConfig, ds: ray.data.Dataset, keep_provenance: bool = False) -> SplitResult:
+    """Split validated rows into train/valid/test per ``cfg.data.split``.
+
+    Hash keys default to the declared columns (all data columns when none are
+    declared). Provenance columns are dropped from the splits unless
+    ``keep_provenance``. See :mod:`raypipe.data.split` for the methods.
+    """
+    keys = list(cfg.data.schema_.columns) or None
+    with unwrap_task_errors("split"):
+        return split_dataset(ds, cfg.data.split, key_columns=keys, keep_provenance=keep_provenance)
+
+
+def infer_source_schema(source: Any, sample_rows: int = 10_000, max_categories: int = 20) -> dict:
+    """Infer ``data.schema.columns`` from the first ``sample_rows`` rows of a source.
+
+    For ``raypipe infer-schema``; see :func:`raypipe.data.validate.infer_schema` for
+    the result's shape.
+    """
+    with unwrap_task_errors("infer-schema"):
+        table = _sample(read_source(source), sample_rows)
+    return infer_schema(table, max_categories=max_categories)
+

@@ -1,0 +1,1 @@
+"""Monitoring: the training reference profile (drift statistics and monitor actors follow)."""

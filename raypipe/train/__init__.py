@@ -1,0 +1,16 @@
+"""Training: XGBoost on Ray Train, cross-validation.
+
+Public names::
+
+    TrainSpec, TrainResult     what to train / what came out
+    train_xgboost              distributed training (ray.train.xgboost.XGBoostTrainer)
+    cross_validate             k-fold CV, folds by a deterministic row hash
+    TrainingError              training failed (a raypipe.errors.StageError)
+"""
+
+from raypipe.train._errors import TrainingError
+from raypipe.train.cross_validation import cross_validate
+from raypipe.train.spec import TrainResult, TrainSpec
+from raypipe.train.xgboost_trainer import train_xgboost
+
+__all__ = ["TrainSpec", "TrainResult", "TrainingError", "train_xgboost", "cross_validate"]

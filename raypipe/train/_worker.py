@@ -1,0 +1,400 @@
+"""The code that runs inside each Ray Train worker.
+
+Each worker reads ITS OWN shard of the train/valid datasets
+(``ray.train.get_dataset_shard``), builds a ``QuantileDMatrix`` from the shard's
+numpy batches, and calls ``xgboost.train`` inside the collective context that
+``XGBoostTrainer`` sets up (so the quantile sketch, histograms and metrics are
+all-reduced across workers). Resumption after a worker failure loads the latest
+checkpoint (``ray.train.get_checkpoint``) and trains the remaining rounds with
+``xgb_model=``, carrying the early-stopping state and the metric history over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from xgboost.callback import EarlyStopping
+
+import ray.train
+from ray.train import Checkpoint, CheckpointConsistencyMode
+from ray.train.xgboost import RayTrainReportCallback
+
+from raypipe.errors import DataError
+
+MODEL_FILENAME = RayTrainReportCallback.CHECKPOINT_NAME  # "model.ubj"
+STATE_FILENAME = "raypipe_train_state.json"
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _BatchIter(xgb.DataIter):
+    """Feeds already-read numpy batches to a QuantileDMatrix (no concatenation)."""
+
+    def __init__(self, batches: list[dict[str, Any]]):
+        self._batches = batches
+        self._pos = 0
+        super().__init__(release_data=True)
+
+    def next(self, input_data) -> bool:
+        if self._pos == len(self._batches):
+            return False
+        input_data(**self._batches[self._pos])
+        self._pos += 1
+        return True
+
+    def reset(self) -> None:
+        self._pos = 0
+
+
+def _read_shard(shard, cfg: dict) -> tuple[list[dict[str, Any]], int]:
+    """Read a worker's shard into (X float32 C-order, y, w) batches.
+
+    ``batch_size=None`` hands over whole blocks, so the only copy is the
+    column-to-row stack XGBoost needs.
+    """
+    features: list[str] = cfg["features"]
+    label: str = cfg["label"]
+    weight: str | None = cfg["weight"]
+    batches: list[dict[str, Any]] = []
+    rows = 0
+    for batch in shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        n = len(batch[label])
+        if n == 0:
+            continue
+        X = np.empty((n, len(features)), dtype=np.float32)
+        for j, name in enumerate(features):
+            X[:, j] = batch[name]
+        item: dict[str, Any] = {
+            "data": X,
+            "label": np.asarray(batch[label], dtype=np.float32),
+            "feature_names": features,
+            "feature_types": cfg["feature_types"],
+        }
+        if weight is not None:
+            item["weight"] = np.asarray(batch[weight], dtype=np.float32)
+        batches.append(item)
+        rows += n
+    if not batches:
+        # An empty shard still has to join the collective sketch/allreduce.
+        batches.append(
+            {
+                "data": np.empty((0, len(features)), dtype=np.float32),
+                "label": np.empty((0,), dtype=np.float32),
+                "feature_names": features,
+                "feature_types": cfg["feature_types"],
+                **({"weight": np.empty((0,), dtype=np.float32)} if weight else {}),
+            }
+        )
+    return batches, rows
+
+
+def _dmatrix(batches, cfg: dict, ref: xgb.DMatrix | None) -> xgb.QuantileDMatrix:
+    return xgb.QuantileDMatrix(
+        _BatchIter(batches),
+        ref=ref,
+        max_bin=int(cfg["params"].get("max_bin", 256)),
+        nthread=int(cfg["params"]["nthread"]),
+        enable_categorical=True,
+    )
+
+
+def _complete_params(cfg: dict, batches: list[dict[str, Any]]) -> dict:
+    """Fill in ``num_class`` / ``scale_pos_weight: auto`` from the labels.
+
+    One all-reduce over the workers' shards (already in memory), instead of
+    an extra Ray Data pass over a possibly lazily transformed dataset.
+    """
+    params = dict(cfg["params"])
+    need_classes = cfg["task"] == "multiclass" and "num_class" not in params
+    if not (need_classes or cfg["scale_pos_weight_auto"]):
+        return params
+    n = float(sum(len(b["label"]) for b in batches))
+    pos = float(sum(float(b["label"].sum(dtype=np.float64)) for b in batches))
+    top = max((float(b["label"].max()) for b in batches if len(b["label"])), default=-np.inf)
+    n, pos = xgb.collective.allreduce(np.array([n, pos]), xgb.collective.Op.SUM)
+    (top,) = xgb.collective.allreduce(np.array([top]), xgb.collective.Op.MAX)
+    label = cfg["label"]
+    if need_classes:
+        if not np.isfinite(top) or top < 1 or top != int(top):
+            raise DataError(
+                f"train: label {label!r}: expected class codes 0..K-1 with K >= 2, got "
+                f"max label {top!r}. Hint: encode the label as 0..K-1 or set model.num_class."
+            )
+        params["num_class"] = int(top) + 1
+    if cfg["scale_pos_weight_auto"]:
+        if pos <= 0 or pos >= n:
+            raise DataError(
+                f"model.params.scale_pos_weight: 'auto' needs both classes in the training "
+                f"data, got {pos:g} positive of {n:g} rows in {label!r}. Hint: set a number "
+                "or check the label column."
+            )
+        params["scale_pos_weight"] = (n - pos) / pos
+    return params
+
+
+# ------------------------------------------------------------- early stopping
+
+
+class _ResumableEarlyStopping(EarlyStopping):
+    """``EarlyStopping`` that can pick up where a checkpoint left it."""
+
+    def __init__(self, *, resume: dict | None, **kwargs):
+        super().__init__(**kwargs)
+        self._resume = resume
+
+    def before_training(self, model):
+        model = super().before_training(model)
+        if self._resume:
+            name, metric = self._resume["data"], self._resume["metric"]
+            best = self._resume["best_score"]
+            self.stopping_history = {name: {metric: [best]}}
+            self.best_scores = {name: {metric: [best]}}
+            self.current_rounds = int(self._resume["current_rounds"])
+        return model
+
+    def snapshot(self) -> dict | None:
+        if not self.best_scores:
+            return None
+        name = next(iter(self.best_scores))
+        metric = next(iter(self.best_scores[name]))
+        return {
+            "data": name,
+            "metric": metric,
+            "best_score": float(self.best_scores[name][metric][-1]),
+            "current_rounds": int(self.current_rounds),
+        }
+
+
+# ------------------------------------------------------------------ reporting
+
+
+class ReportCheckpointCallback(RayTrainReportCallback):
+    """Reports metrics every ``report_every`` rounds and checkpoints every
+    ``checkpoint_every`` rounds and at the end.
+
+    ``RayTrainReportCallback`` reports on EVERY round (``frequency`` only
+    controls checkpoints); each ``ray.train.report`` is a barrier across workers
+    plus a round trip to the controller, so reporting every round dominates the
+    run time of small boosters. Early stopping lives inside this callback
+    because ``xgboost``'s ``CallbackContainer`` stops calling the remaining
+    callbacks of a round once one returns ``True``.
+
+    Checkpoints hold ``model.ubj`` (readable with
+    ``RayTrainReportCallback.get_model``) and ``raypipe_train_state.json``
+    (rounds done, metric history, early-stopping state).
+    """
+
+    def __init__(
+        self,
+        *,
+        report_every: int,
+        checkpoint_every: int,
+        early_stopping: _ResumableEarlyStopping | None,
+        history: dict[str, list],
+        evals: list[tuple[xgb.DMatrix, str]],
+        fault: dict | None = None,
+    ):
+        super().__init__(frequency=checkpoint_every, checkpoint_at_end=True)
+        self._report_every = report_every
+        self._es = early_stopping
+        self.history = history
+        self._evals = evals
+        self.final_metrics: dict[str, float] | None = None
+        self._fault = fault
+        self._stopped = False
+        self._last_checkpoint_rounds: int | None = None
+
+    # xgboost.callback.TrainingCallback ------------------------------------
+
+    def before_training(self, model):
+        if self._es is not None:
+            model = self._es.before_training(model)
+        return model
+
+    def after_iteration(self, model, epoch, evals_log) -> bool:
+        self._evals_log = evals_log
+        stop = bool(self._es.after_iteration(model, epoch, evals_log)) if self._es else False
+        self._stopped = stop
+        rounds = model.num_boosted_rounds()
+        self._maybe_fail(rounds)
+        checkpoint_now = rounds % self._frequency == 0
+        if checkpoint_now or rounds % self._report_every == 0:
+            metrics = self._metrics_at(rounds, evals_log)
+            self._record(metrics)
+            if checkpoint_now:
+                self._report_with_checkpoint(metrics, model, rounds, finished=False)
+            else:
+                ray.train.report(metrics)
+        return stop
+
+    def after_training(self, model):
+        if self._es is not None:
+            model = self._es.after_training(model)
+        return self.finish(model)
+
+    # raypipe ---------------------------------------------------------------
+
+    def finish(self, model: xgb.Booster) -> xgb.Booster:
+        """Persist the final (possibly truncated) model with ``finished=True``.
+
+        The metrics reported with it are those of the model as saved
+        (evaluated again: after truncation they differ from the last round's).
+        """
+        rounds = model.num_boosted_rounds()
+        self.final_metrics = _parse_eval(model.eval_set(self._evals)) if self._evals else {}
+        metrics = dict(self.final_metrics, round=rounds)
+        self._report_with_checkpoint(metrics, model, rounds, finished=True)
+        return model
+
+    def _metrics_at(self, rounds: int, evals_log) -> dict[str, Any]:
+        metrics = {k: float(v) for k, v in self._get_report_dict(evals_log).items()}
+        metrics["round"] = rounds
+        return metrics
+
+    def _record(self, metrics: dict[str, Any]) -> None:
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(value)
+
+    def _report_with_checkpoint(self, metrics, model, rounds: int, *, finished: bool) -> None:
+        state = {
+            "rounds_done": rounds,
+            "finished": finished,
+            "stopped": self._stopped,
+            "history": self.history,
+            "early_stopping": self._es.snapshot() if self._es else None,
+        }
+        if ray.train.get_context().get_world_rank() == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                model.save_model(Path(tmp, MODEL_FILENAME).as_posix())
+                Path(tmp, STATE_FILENAME).write_text(json.dumps(state))
+                ray.train.report(
+                    metrics,
+                    checkpoint=Checkpoint.from_directory(tmp),
+                    checkpoint_dir_name=f"checkpoint_{rounds:06d}"
+                    + ("_final" if finished else ""),
+                )
+        else:
+            ray.train.report(metrics, checkpoint=None)
+        self._last_checkpoint_rounds = rounds
+
+    def _maybe_fail(self, rounds: int) -> None:
+        """Test hook: kill this worker process once at a given round."""
+        fault = self._fault
+        if not fault or rounds != fault["round"]:
+            return
+        if ray.train.get_context().get_world_rank() != fault.get("rank", 0):
+            return
+        marker = Path(fault["marker"])
+        if marker.exists():
+            return
+        # Crash only once the checkpoints reported so far are committed, so
+        # the test knows which checkpoint the restart resumes from (Ray Train
+        # commits a report when its controller polls the workers).
+        ray.train.get_all_reported_checkpoints(
+            consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=120
+        )
+        marker.write_text(f"killed at round {rounds}\n")
+        os._exit(1)
+
+
+# --------------------------------------------------------------- train loop
+
+
+def _parse_eval(text: str) -> dict[str, float]:
+    # "[0]\ttrain-logloss:0.31\tvalid-auc:0.93"
+    out = {}
+    for item in text.split("\t")[1:]:
+        key, _, value = item.rpartition(":")
+        out[key] = float(value)
+    return out
+
+
+def _load_checkpoint(checkpoint: Checkpoint) -> tuple[xgb.Booster, dict]:
+    with checkpoint.as_directory() as path:
+        booster = xgb.Booster()
+        booster.load_model(Path(path, MODEL_FILENAME).as_posix())
+        state = json.loads(Path(path, STATE_FILENAME).read_text())
+    return booster, state
+
+
+def train_loop_per_worker(cfg: dict) -> dict | None:
+    """``train_loop_per_worker`` of the ``XGBoostTrainer`` (one call per worker)."""
+    train_batches, train_rows = _read_shard(ray.train.get_dataset_shard("train"), cfg)
+    params = _complete_params(cfg, train_batches)
+    dtrain = _dmatrix(train_batches, cfg, ref=None)
+    del train_batches
+    evals = [(dtrain, "train")]
+    valid_rows = 0
+    if cfg["has_valid"]:
+        valid_batches, valid_rows = _read_shard(ray.train.get_dataset_shard("valid"), cfg)
+        evals.append((_dmatrix(valid_batches, cfg, ref=dtrain), "valid"))
+        del valid_batches
+
+    model: xgb.Booster | None = None
+    state: dict = {"rounds_done": 0, "finished": False, "stopped": False, "history": {}}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        model, state = _load_checkpoint(checkpoint)
+
+    es = None
+    if cfg["early_stopping_rounds"] and cfg["has_valid"]:
+        es = _ResumableEarlyStopping(
+            rounds=cfg["early_stopping_rounds"],
+            metric_name=cfg["early_stopping_metric"],
+            data_name="valid",
+            maximize=cfg["early_stopping_maximize"],
+            save_best=True,
+            resume=state.get("early_stopping"),
+        )
+    callback = ReportCheckpointCallback(
+        report_every=cfg["report_every"],
+        checkpoint_every=cfg["checkpoint_every"],
+        early_stopping=es,
+        history=state["history"],
+        evals=evals,
+        fault=cfg.get("fault"),
+    )
+
+    remaining = cfg["num_boost_round"] - state["rounds_done"]
+    if state["finished"]:
+        booster = model
+    elif remaining <= 0 or state["stopped"]:
+        # Crashed between the last round and the final checkpoint.
+        best = int(model.attr("best_iteration") or model.num_boosted_rounds() - 1)
+        booster = callback.finish(model[: best + 1] if es else model)
+    else:
+        booster = xgb.train(
+            params,
+            dtrain,
+            num_boost_round=remaining,
+            evals=evals,
+            callbacks=[callback],
+            xgb_model=model,
+            verbose_eval=False,
+        )
+
+    # Collective calls below: every worker takes part (all-reduced).
+    final_metrics = callback.final_metrics
+    if final_metrics is None:  # resumed from the final checkpoint
+        final_metrics = _parse_eval(booster.eval_set(evals))
+    rows = xgb.collective.allreduce(
+        np.array([train_rows, valid_rows], dtype=np.float64), xgb.collective.Op.SUM
+    )
+    if ray.train.get_context().get_world_rank() != 0:
+        return None
+    best_attr = booster.attr("best_iteration")
+    return {
+        "history": callback.history,
+        "best_iteration": int(best_attr) if best_attr is not None else booster.num_boosted_rounds() - 1,
+        "metrics": final_metrics,
+        "rows": {"train": int(rows[0]), "valid": int(rows[1])},
+        "resumed_from_rounds": state["rounds_done"] if checkpoint is not None else None,
+        "params": params,
+    }

@@ -1,0 +1,240 @@
+"""What to train (:class:`TrainSpec`) and what came out (:class:`TrainResult`).
+
+Pure module: no Ray import, so the spec can be built and checked before a
+cluster exists. :func:`check_spec` is the single place that validates a spec;
+``train_xgboost`` and ``cross_validate`` call it before anything runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from raypipe.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    import xgboost
+
+__all__ = ["TASKS", "TrainSpec", "TrainResult", "check_spec"]
+
+#: The tasks raypipe trains, each with its XGBoost objective family.
+TASKS = ("binary_classification", "multiclass", "regression")
+
+_FEATURE_TYPES = ("q", "c")
+
+# Parameters raypipe sets itself; a user value would silently fight ours.
+_RESERVED_PARAMS = {
+    "nthread": "it is set from the CPUs each training worker reserves "
+    "(model.training.cpus_per_worker)",
+    "n_jobs": "it is set from the CPUs each training worker reserves "
+    "(model.training.cpus_per_worker)",
+    "device": "set model.training.use_gpu instead",
+    "gpu_id": "set model.training.use_gpu instead",
+    "seed": "set the spec's seed instead",
+    "random_state": "set the spec's seed instead",
+    "num_class": "set model.num_class (or leave it out to count the label values)",
+}
+
+# Objectives a user may pick per task (prefix match); anything else is a mistake.
+_OBJECTIVE_PREFIXES = {
+    "binary_classification": ("binary:",),
+    "multiclass": ("multi:",),
+    "regression": ("reg:", "count:", "survival:"),
+}
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything needed to train one XGBoost model on Ray Train.
+
+    Args:
+        task: ``"binary_classification"``, ``"multiclass"`` or ``"regression"``.
+        label: Name of the numeric label column (0/1, 0..K-1 or float).
+        features: Feature column names, float32 in the datasets.
+        feature_types: One per feature: ``"q"`` numeric, ``"c"`` categorical
+            (non-negative integer codes stored as float, NaN for missing).
+        params: XGBoost parameters from the user (``max_depth``, ``eta``, ...).
+            ``objective``/``eval_metric`` default from ``task``;
+            ``scale_pos_weight: "auto"`` is computed from the training labels.
+        num_boost_round: Maximum number of boosting rounds.
+        early_stopping_rounds: Stop after this many rounds without improvement
+            on the validation set; ``None`` disables early stopping.
+        num_workers: Training workers, or ``"auto"`` to size from the cluster.
+        use_gpu: Train on GPUs (one per worker), ``device="cuda"``.
+        cpus_per_worker: CPUs reserved by each worker; ``None`` picks one.
+        report_every: Report metrics to Ray Train every N rounds.
+        checkpoint_every: Persist a checkpoint every N rounds (and at the end).
+        max_failures: Worker-group restarts allowed; each resumes from the
+            latest checkpoint.
+        weight: Optional sample-weight column.
+        num_class: Classes for ``multiclass``; ``None`` counts ``max(label)+1``.
+        seed: XGBoost seed.
+        storage_path: Where Ray Train persists checkpoints; ``None`` uses a
+            folder under the system temp dir (use shared storage on a cluster).
+
+    Example:
+        >>> spec = TrainSpec(task="regression", label="y", features=["a", "b"],
+        ...                  feature_types=["q", "q"], params={"max_depth": 4})
+    """
+
+    task: str
+    label: str
+    features: list[str]
+    feature_types: list[str]
+    params: dict
+    num_boost_round: int = 300
+    early_stopping_rounds: int | None = 20
+    num_workers: int | str = "auto"
+    use_gpu: bool = False
+    cpus_per_worker: int | None = None
+    report_every: int = 10
+    checkpoint_every: int = 50
+    max_failures: int = 0
+    weight: str | None = None
+    num_class: int | None = None
+    seed: int = 42
+    storage_path: str | None = None
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`raypipe.train.train_xgboost`.
+
+    Attributes:
+        booster: The trained model, truncated to ``best_iteration`` when early
+            stopping ran, so ``booster.predict`` needs no ``iteration_range``.
+        best_iteration: 0-based index of the last round kept.
+        history: Metric history at the reported rounds:
+            ``{"round": [10, 20, ...], "train-logloss": [...], "valid-auc": [...]}``
+            (``round`` counts boosted rounds, 1-based).
+        num_workers: Training workers used.
+        checkpoint_path: Persisted location of the final checkpoint.
+        duration_s: Wall time of the Ray Train run (driver side).
+        metrics: Metrics of ``booster`` itself on the train/valid sets,
+            ``{"train-logloss": ..., "valid-auc": ...}``.
+        rows: Rows the workers trained/validated on, ``{"train": n, "valid": m}``
+            (Ray Train's equal split drops up to ``num_workers - 1`` rows).
+        resumed_from_round: Boosted rounds restored from a checkpoint after a
+            worker failure (``None`` when the run never restarted from one).
+        params: The XGBoost parameters trained with (after ``num_class`` and
+            ``scale_pos_weight: auto`` were filled in), for the lineage.
+    """
+
+    booster: xgboost.Booster
+    best_iteration: int
+    history: dict
+    num_workers: int
+    checkpoint_path: str | None
+    duration_s: float
+    metrics: dict = field(default_factory=dict)
+    rows: dict = field(default_factory=dict)
+    resumed_from_round: int | None = None
+    params: dict = field(default_factory=dict)
+
+
+def _fail(where: str, message: str) -> ConfigError:
+    return ConfigError(f"{where}: {message}")
+
+
+def _positive_int(value: Any, where: str, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise _fail(where, f"expected an integer >= {low}, got {value!r}.")
+
+
+def check_spec(spec: TrainSpec) -> None:
+    """Check a :class:`TrainSpec` on its own (no data, no cluster).
+
+    Raises:
+        ConfigError: naming the offending field, what was expected, what was
+            got and a hint.
+    """
+    if spec.task not in TASKS:
+        raise _fail(
+            "model.task",
+            f"expected one of {', '.join(TASKS)}, got {spec.task!r}."
+            + did_you_mean(spec.task, TASKS),
+        )
+    if not spec.features:
+        raise _fail("model.features", "expected at least one feature column, got none.")
+    if len(set(spec.features)) != len(spec.features):
+        dupes = sorted({f for f in spec.features if spec.features.count(f) > 1})
+        raise _fail("model.features", f"expected unique names, got duplicates {dupes}.")
+    if len(spec.feature_types) != len(spec.features):
+        raise _fail(
+            "model.feature_types",
+            f"expected one type per feature ({len(spec.features)}), "
+            f"got {len(spec.feature_types)}.",
+        )
+    for i, kind in enumerate(spec.feature_types):
+        if kind not in _FEATURE_TYPES:
+            raise _fail(
+                f"model.feature_types[{i}] ({spec.features[i]})",
+                f"expected 'q' (numeric) or 'c' (categorical), got {kind!r}.",
+            )
+    if spec.label in spec.features:
+        raise _fail(
+            "model.features",
+            f"the label column {spec.label!r} is also listed as a feature; "
+            "hint: remove it from the features (target leakage).",
+        )
+    if spec.weight is not None and (spec.weight in spec.features or spec.weight == spec.label):
+        raise _fail(
+            "model.weight",
+            f"expected a column that is neither the label nor a feature, got {spec.weight!r}.",
+        )
+    _positive_int(spec.num_boost_round, "model.num_boost_round")
+    if spec.early_stopping_rounds is not None:
+        _positive_int(spec.early_stopping_rounds, "model.early_stopping_rounds")
+    _positive_int(spec.report_every, "model.training.report_every")
+    _positive_int(spec.checkpoint_every, "model.training.checkpoint_every")
+    if spec.max_failures != -1:
+        _positive_int(spec.max_failures, "model.training.max_failures", allow_zero=True)
+    if spec.num_workers != "auto":
+        _positive_int(spec.num_workers, "model.training.num_workers")
+    if spec.cpus_per_worker is not None:
+        _positive_int(spec.cpus_per_worker, "model.training.cpus_per_worker")
+    if spec.num_class is not None:
+        if spec.task != "multiclass":
+            raise _fail(
+                "model.num_class",
+                f"only applies to task 'multiclass', got it set to {spec.num_class!r} "
+                f"for task {spec.task!r}.",
+            )
+        _positive_int(spec.num_class, "model.num_class")
+        if spec.num_class < 2:
+            raise _fail("model.num_class", f"expected >= 2, got {spec.num_class}.")
+    if not isinstance(spec.params, dict):
+        raise _fail("model.params", f"expected a mapping, got {type(spec.params).__name__}.")
+    for key, why in _RESERVED_PARAMS.items():
+        if key in spec.params:
+            raise _fail(
+                f"model.params.{key}",
+                f"raypipe sets this parameter itself, got {spec.params[key]!r}; hint: {why}.",
+            )
+    objective = spec.params.get("objective")
+    if objective is not None and not str(objective).startswith(_OBJECTIVE_PREFIXES[spec.task]):
+        raise _fail(
+            "model.params.objective",
+            f"expected an objective starting with "
+            f"{' or '.join(_OBJECTIVE_PREFIXES[spec.task])} for task {spec.task!r}, "
+            f"got {objective!r}; hint: leave it out to use the task's default.",
+        )
+    spw = spec.params.get("scale_pos_weight")
+    if spw is not None:
+        if spec.task != "binary_classification":
+            raise _fail(
+                "model.params.scale_pos_weight",
+                f"only applies to binary_classification, got it for task {spec.task!r}.",
+            )
+        if spw != "auto" and (
+            isinstance(spw, bool)
+            or not isinstance(spw, (int, float))
+            or not math.isfinite(spw)
+            or spw <= 0
+        ):
+            raise _fail(
+                "model.params.scale_pos_weight",
+                f"expected a positive number or 'auto', got {spw!r}.",
+            )

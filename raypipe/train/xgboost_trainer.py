@@ -1,0 +1,253 @@
+"""``train_xgboost``: distributed XGBoost on Ray Train V2 (``XGBoostTrainer``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from typing import Any
+
+import pyarrow.fs
+import xgboost as xgb
+
+import ray
+import ray.data
+import ray.train
+from ray.data import ExecutionOptions
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.xgboost import XGBoostTrainer
+
+from raypipe.errors import ConfigError, DataError, RaypipeError, SchemaError
+from raypipe.train import _worker
+from raypipe.train._errors import TrainingError
+from raypipe.train._params import build_params, eval_metrics, maximize
+from raypipe.train._resources import WorkerPlan, plan_workers
+from raypipe.train.spec import TrainResult, TrainSpec, check_spec
+
+logger = logging.getLogger(__name__)
+
+#: Test hook, read on the driver: "ROUND:MARKER_PATH[:RANK]" makes that worker
+#: kill its process (os._exit) once at ROUND, then never again (marker file).
+FAULT_ENV = "RAYPIPE_TRAIN_INJECT_FAILURE"
+
+_DEFAULT_STORAGE = os.path.join(tempfile.gettempdir(), "raypipe-train")
+
+
+def train_xgboost(
+    spec: TrainSpec,
+    train: ray.data.Dataset,
+    valid: ray.data.Dataset | None,
+    run_name: str,
+) -> TrainResult:
+    """Train an XGBoost model with Ray Train on the connected Ray cluster.
+
+    Each worker builds a ``QuantileDMatrix`` from its own shard of ``train``
+    (and ``valid``); XGBoost's collective does distributed boosting. Metrics
+    are reported every ``spec.report_every`` rounds, checkpoints persisted every
+    ``spec.checkpoint_every`` rounds and at the end under
+    ``<storage_path>/<run_name>``; after a worker failure the run resumes from
+    the latest checkpoint (up to ``spec.max_failures`` times).
+
+    Args:
+        spec: What to train.
+        train: Training rows (features float32, label numeric).
+        valid: Validation rows for early stopping and metrics, or ``None``
+            (then ``spec.early_stopping_rounds`` must be ``None``).
+        run_name: Name of the Ray Train run; must not exist yet under the
+            storage path (reusing a name would make Ray resume that old run).
+
+    Returns:
+        A :class:`TrainResult`; same data, spec and worker count give the same
+        model bytes.
+
+    Raises:
+        ConfigError: invalid spec, ``use_gpu`` without GPUs, run dir exists.
+        SchemaError: a column is missing from a dataset.
+        DataError: labels unusable (e.g. ``scale_pos_weight: auto`` without positives).
+        TrainingError: training failed (past ``max_failures``).
+
+    Example:
+        >>> result = train_xgboost(spec, train_ds, valid_ds, "run-42")  # doctest: +SKIP
+        >>> result.booster.predict(xgboost.DMatrix(X))  # doctest: +SKIP
+    """
+    check_spec(spec)
+    _require_ray()
+    if valid is None and spec.early_stopping_rounds is not None:
+        raise ConfigError(
+            "model.early_stopping_rounds: early stopping needs a validation set, got "
+            f"early_stopping_rounds={spec.early_stopping_rounds} and no validation "
+            "data. Hint: set data.split.valid_fraction > 0, or early_stopping_rounds: null."
+        )
+    plan = plan_workers(spec)
+    return _run(spec, train, valid, run_name, plan)
+
+
+def _run(
+    spec: TrainSpec,
+    train: ray.data.Dataset,
+    valid: ray.data.Dataset | None,
+    run_name: str,
+    plan: WorkerPlan,
+) -> TrainResult:
+    _check_columns(spec, train, "train")
+    if valid is not None:
+        _check_columns(spec, valid, "valid")
+    params = build_params(spec, nthread=plan.nthread, use_gpu=plan.use_gpu)
+    es_metric = eval_metrics(params)[-1]
+    storage_path = spec.storage_path or _DEFAULT_STORAGE
+    _check_fresh_run_dir(storage_path, run_name)
+
+    config: dict[str, Any] = {
+        "params": params,
+        "task": spec.task,
+        "scale_pos_weight_auto": spec.params.get("scale_pos_weight") == "auto",
+        "label": spec.label,
+        "features": list(spec.features),
+        "feature_types": list(spec.feature_types),
+        "weight": spec.weight,
+        "num_boost_round": spec.num_boost_round,
+        "early_stopping_rounds": spec.early_stopping_rounds,
+        "early_stopping_metric": es_metric,
+        "early_stopping_maximize": maximize(es_metric),
+        "report_every": spec.report_every,
+        "checkpoint_every": spec.checkpoint_every,
+        "has_valid": valid is not None,
+        "fault": _fault_from_env(),
+    }
+    datasets = {"train": train}
+    if valid is not None:
+        datasets["valid"] = valid
+
+    # preserve_order makes Ray Data's streaming split hand the same rows to
+    # the same worker on every run (locality hints are ignored then), which
+    # byte-identical models need. The split is equal=True (Ray Train's
+    # default): up to num_workers-1 rows of each dataset are dropped.
+    ingest = DataConfig.default_ingest_options()
+    ingest_options = ExecutionOptions(
+        resource_limits=ingest.resource_limits,
+        exclude_resources=ingest.exclude_resources,
+        preserve_order=True,
+        verbose_progress=ingest.verbose_progress,
+    )
+    trainer = XGBoostTrainer(
+        _worker.train_loop_per_worker,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=plan.num_workers,
+            use_gpu=plan.use_gpu,
+            resources_per_worker=plan.resources_per_worker(),
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets=datasets,
+        dataset_config=DataConfig(execution_options=ingest_options),
+    )
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        for failure in getattr(exc, "worker_failures", {}).values():
+            cause = getattr(failure, "cause", failure)
+            if isinstance(cause, RaypipeError):  # e.g. DataError about the labels
+                raise type(cause)(str(cause)) from exc
+        raise TrainingError(
+            f"train[{run_name}]: expected XGBoost training on {plan.num_workers} "
+            f"worker(s) to finish, got a failure after "
+            f"{spec.max_failures} allowed restart(s): {_root_message(exc)}. Hint: check "
+            "the worker logs in the Ray dashboard; raise model.training.max_failures "
+            "for flaky nodes."
+        ) from exc
+    duration = time.perf_counter() - started
+
+    out = result.return_value
+    if out is None or result.checkpoint is None:
+        raise TrainingError(
+            f"train[{run_name}]: expected a final checkpoint and the rank-0 result, "
+            f"got checkpoint={result.checkpoint!r}, return_value={out!r}. Hint: this "
+            "is a raypipe bug; please report it with the run directory "
+            f"{result.path!r}."
+        )
+    booster = _worker_model(result.checkpoint)
+    return TrainResult(
+        booster=booster,
+        best_iteration=out["best_iteration"],
+        history=out["history"],
+        num_workers=plan.num_workers,
+        checkpoint_path=result.checkpoint.path,
+        duration_s=duration,
+        metrics=out["metrics"],
+        rows=out["rows"],
+        resumed_from_round=out["resumed_from_rounds"],
+        params=out["params"],
+    )
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _require_ray() -> None:
+    if not ray.is_initialized():
+        raise TrainingError(
+            "train: expected a running Ray instance, got none. Hint: call "
+            "ray.init() (raypipe.Pipeline does it for you)."
+        )
+
+
+def _worker_model(checkpoint: ray.train.Checkpoint) -> xgb.Booster:
+    return _worker.RayTrainReportCallback.get_model(checkpoint, filename=_worker.MODEL_FILENAME)
+
+
+def _root_message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _check_columns(spec: TrainSpec, ds: ray.data.Dataset, name: str) -> None:
+    schema = ds.schema()
+    if schema is None:
+        raise DataError(f"train: the {name} dataset is empty (no schema); expected rows.")
+    columns = set(schema.names)
+    needed = [spec.label, *spec.features] + ([spec.weight] if spec.weight else [])
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        from raypipe.errors import did_you_mean
+
+        hint = did_you_mean(missing[0], columns)
+        raise SchemaError(
+            f"train: {name} dataset: expected columns {missing} "
+            f"(label/features/weight of the model), got columns {sorted(columns)}.{hint}"
+        )
+
+
+def _check_fresh_run_dir(storage_path: str, run_name: str) -> None:
+    fs, root = pyarrow.fs.FileSystem.from_uri(
+        storage_path if "://" in storage_path else os.path.abspath(storage_path)
+    )
+    run_dir = f"{root.rstrip('/')}/{run_name}"
+    if fs.get_file_info(run_dir).type != pyarrow.fs.FileType.NotFound:
+        raise ConfigError(
+            f"train: run directory {storage_path.rstrip('/')}/{run_name}: expected a "
+            "new run, got an existing directory (Ray Train would silently resume that "
+            "run). Hint: use a new run name or delete the directory."
+        )
+
+
+def _fault_from_env() -> dict | None:
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
+        return None
+    parts = raw.split(":")
+    try:
+        fault = {"round": int(parts[0]), "marker": parts[1]}
+        if len(parts) > 2:
+            fault["rank"] = int(parts[2])
+    except (IndexError, ValueError) as exc:
+        raise ConfigError(
+            f"{FAULT_ENV}: expected 'ROUND:MARKER_PATH[:RANK]', got {raw!r}."
+        ) from exc
+    return fault

@@ -1,0 +1,314 @@
+"""Integration tests of raypipe.train on a local Ray cluster (num_cpus=2).
+
+Every ``train_xgboost`` call is a full Ray Train run (controller, worker
+actors, Ray Data split coordinators): tens of seconds on a 2-CPU machine, so
+the runs are shared between tests through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import xgboost as xgb
+from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, roc_auc_score
+
+import ray
+import ray.data
+
+from raypipe.errors import ConfigError, SchemaError
+from raypipe.train import TrainingError, TrainResult, TrainSpec, cross_validate, train_xgboost
+from raypipe.train.cross_validation import fold_of
+from raypipe.train.spec import check_spec
+from raypipe.train.xgboost_trainer import FAULT_ENV
+
+pytestmark = pytest.mark.ray
+
+FEATURES = [f"f{i}" for i in range(5)] + ["cat"]
+FEATURE_TYPES = ["q"] * 5 + ["c"]
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local 2-CPU Ray cluster: reuses the session's if one is running."""
+    # Ray Train's controller polls workers every 2 s by default, and a worker's
+    # ray.train.report blocks until its previous report was polled: 0.5 s keeps
+    # these tests quick. Ray Train propagates the variable from the driver to
+    # its controller when a run starts.
+    old = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.5"
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started_here:
+        ray.shutdown()
+    if old is None:
+        os.environ.pop("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", None)
+    else:
+        os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = old
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("train-storage"))
+
+
+def _frame(task: str, n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    cat = rng.integers(0, 4, size=n)
+    signal = 1.5 * x[:, 0] - x[:, 1] + 0.5 * x[:, 2] * x[:, 3] + np.array([0.0, 1.0, -1.0, 0.5])[cat]
+    if task == "binary_classification":
+        y = (signal + rng.normal(scale=1.0, size=n) > 0).astype(np.float32)
+    elif task == "multiclass":
+        y = np.digitize(signal + rng.normal(scale=0.5, size=n), [-0.7, 0.7]).astype(np.float32)
+    else:
+        y = (signal + rng.normal(scale=0.3, size=n)).astype(np.float32)
+    cols = {f"f{i}": x[:, i] for i in range(5)}
+    cols["cat"] = cat.astype(np.float32)
+    cols["y"] = y
+    return cols
+
+
+def _dataset(cols: dict[str, np.ndarray], blocks: int = 4) -> ray.data.Dataset:
+    table = pa.table(cols)
+    n = table.num_rows
+    edges = np.linspace(0, n, blocks + 1).astype(int)
+    return ray.data.from_arrow([table.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:])])
+
+
+def _matrix(cols: dict[str, np.ndarray]) -> xgb.DMatrix:
+    X = np.column_stack([cols[f] for f in FEATURES])
+    return xgb.DMatrix(X, feature_names=FEATURES, feature_types=FEATURE_TYPES, enable_categorical=True)
+
+
+def _spec(task: str, storage: str, **overrides) -> TrainSpec:
+    base = dict(
+        task=task,
+        label="y",
+        features=FEATURES,
+        feature_types=FEATURE_TYPES,
+        params={"max_depth": 4, "eta": 0.3},
+        num_boost_round=200,
+        early_stopping_rounds=5,
+        num_workers=2,
+        report_every=10,
+        checkpoint_every=20,
+        storage_path=storage,
+    )
+    base.update(overrides)
+    return TrainSpec(**base)
+
+
+def _timed(spec, train, valid, name) -> TrainResult:
+    started = time.perf_counter()
+    result = train_xgboost(spec, train, valid, name)
+    print(f"\n[timing] {name}: {time.perf_counter() - started:.1f}s wall")
+    return result
+
+
+@pytest.fixture(scope="module")
+def binary(ray_cluster, storage):
+    train_cols, valid_cols = _frame("binary_classification", 6000, 1), _frame("binary_classification", 2000, 2)
+    spec = _spec("binary_classification", storage)
+    first = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "binary-a")
+    second = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "binary-b")
+    return spec, valid_cols, first, second
+
+
+# ------------------------------------------------------------ no Ray needed
+
+
+def test_spec_errors_name_the_field_and_suggest():
+    spec = _spec("binary_classifcation", "/tmp")
+    with pytest.raises(ConfigError, match=r"model\.task: .*Did you mean 'binary_classification'\?"):
+        check_spec(spec)
+    with pytest.raises(ConfigError, match=r"model\.params\.nthread: .*cpus_per_worker"):
+        check_spec(_spec("regression", "/tmp", params={"nthread": 8}))
+    with pytest.raises(ConfigError, match=r"model\.feature_types: expected one type per feature \(6\), got 1"):
+        check_spec(_spec("regression", "/tmp", feature_types=["q"]))
+    with pytest.raises(ConfigError, match=r"model\.params\.objective: .*binary:"):
+        check_spec(_spec("binary_classification", "/tmp", params={"objective": "reg:squarederror"}))
+
+
+def test_fold_assignment_is_deterministic_and_balanced():
+    values = np.random.default_rng(0).normal(size=30000).astype(np.float32)
+    a = fold_of([values], k=5, seed=7)
+    assert np.array_equal(a, fold_of([values], k=5, seed=7))
+    # Depends on the row's values only, not on batching.
+    assert np.array_equal(a[:100], fold_of([values[:100]], k=5, seed=7))
+    assert not np.array_equal(a, fold_of([values], k=5, seed=8))
+    counts = np.bincount(a, minlength=5)
+    assert counts.min() > 5600 and counts.max() < 6400
+
+
+@pytest.mark.parametrize(
+    ("cpus", "gpus", "num_workers", "cpus_per_worker", "expected"),
+    [
+        (2, 0, "auto", None, (2, 0.5, 1)),  # 1 CPU left to Ray Data
+        (4, 0, "auto", None, (3, 1.0, 1)),
+        (16, 0, "auto", None, (7, 2.0, 2)),  # reserve 1.6 CPUs
+        (2, 0, 2, None, (2, 0.5, 1)),
+        (2, 0, 1, None, (1, 1.0, 1)),
+        (8, 0, "auto", 3, (2, 3.0, 3)),
+        (16, 2, "auto", None, (2, 7.0, 7)),
+    ],
+)
+def test_worker_plan(monkeypatch, cpus, gpus, num_workers, cpus_per_worker, expected):
+    from raypipe.train import _resources
+
+    monkeypatch.setattr(_resources.ray, "cluster_resources", lambda: {"CPU": cpus, "GPU": gpus})
+    monkeypatch.setattr(_resources.ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": cpus}}])
+    spec = _spec("regression", "/tmp", num_workers=num_workers, cpus_per_worker=cpus_per_worker,
+                 use_gpu=gpus > 0)
+    plan = _resources.plan_workers(spec)
+    assert (plan.num_workers, plan.cpus_per_worker, plan.nthread) == expected
+
+
+def test_worker_plan_rejects_more_cpus_than_the_cluster(monkeypatch):
+    from raypipe.train import _resources
+
+    monkeypatch.setattr(_resources.ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(_resources.ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}])
+    spec = _spec("regression", "/tmp", num_workers=3, cpus_per_worker=1)
+    with pytest.raises(ConfigError, match=r"model\.training\.num_workers: expected workers x "
+                                          r"cpus_per_worker <= 2 cluster CPUs, got 3 x 1"):
+        _resources.plan_workers(spec)
+
+
+# -------------------------------------------------------------- Ray Train
+
+
+def test_binary_learns_and_metrics_match_sklearn(binary):
+    spec, valid_cols, result, _ = binary
+    assert result.num_workers == 2
+    assert result.rows == {"train": 6000, "valid": 2000}
+    proba = result.booster.predict(_matrix(valid_cols))
+    assert roc_auc_score(valid_cols["y"], proba) > 0.85
+    # valid-logloss is all-reduced across the two shards: the exact full-set value.
+    assert result.metrics["valid-logloss"] == pytest.approx(
+        log_loss(valid_cols["y"], proba.astype(np.float64)), abs=1e-5
+    )
+    assert result.checkpoint_path and Path(result.checkpoint_path, "model.ubj").exists()
+
+
+def test_early_stopping_stops_before_num_boost_round(binary):
+    spec, _, result, _ = binary
+    rounds_run = result.best_iteration + 1 + spec.early_stopping_rounds
+    assert rounds_run < spec.num_boost_round
+    # The returned booster is truncated to the best iteration.
+    assert result.booster.num_boosted_rounds() == result.best_iteration + 1
+    assert Path(result.checkpoint_path).name == f"checkpoint_{result.best_iteration + 1:06d}_final"
+
+
+def test_metrics_reported_every_report_every_rounds(binary):
+    spec, _, result, _ = binary
+    rounds_run = result.best_iteration + 1 + spec.early_stopping_rounds
+    expected = list(range(spec.report_every, rounds_run + 1, spec.report_every))
+    assert result.history["round"] == expected
+    assert len(result.history["valid-logloss"]) == len(expected)
+    assert set(result.history) == {
+        "round", "train-auc", "train-logloss", "valid-auc", "valid-logloss"
+    }
+
+
+def test_same_data_spec_and_workers_give_identical_model_bytes(binary):
+    _, _, first, second = binary
+    assert first.booster.save_raw("ubj") == second.booster.save_raw("ubj")
+    assert first.checkpoint_path != second.checkpoint_path
+
+
+def test_regression(ray_cluster, storage):
+    train_cols, valid_cols = _frame("regression", 6000, 3), _frame("regression", 2000, 4)
+    spec = _spec("regression", storage)
+    result = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "regression")
+    pred = result.booster.predict(_matrix(valid_cols))
+    rmse = mean_squared_error(valid_cols["y"], pred) ** 0.5
+    assert result.metrics["valid-rmse"] == pytest.approx(rmse, rel=1e-5)
+    assert rmse < 0.5 * float(np.std(valid_cols["y"]))
+
+
+def test_multiclass_counts_classes(ray_cluster, storage):
+    train_cols, valid_cols = _frame("multiclass", 6000, 5), _frame("multiclass", 2000, 6)
+    spec = _spec("multiclass", storage, num_workers=1, early_stopping_rounds=None,
+                 num_boost_round=30, report_every=15, checkpoint_every=15)
+    result = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "multiclass")
+    proba = result.booster.predict(_matrix(valid_cols))
+    assert proba.shape == (2000, 3)  # num_class counted from the labels
+    assert result.params["num_class"] == 3 and result.params["objective"] == "multi:softprob"
+    assert result.booster.num_boosted_rounds() == 30
+    assert result.history["round"] == [15, 30]
+    assert result.metrics["valid-mlogloss"] == pytest.approx(
+        log_loss(valid_cols["y"], proba.astype(np.float64), labels=[0, 1, 2]), abs=1e-5
+    )
+    assert accuracy_score(valid_cols["y"], proba.argmax(axis=1)) > 0.75
+
+
+def test_use_gpu_on_cpu_cluster_fails_before_training(ray_cluster, storage):
+    spec = _spec("regression", storage, use_gpu=True, early_stopping_rounds=None)
+    with pytest.raises(ConfigError, match=r"model\.training\.use_gpu: expected a Ray cluster with GPUs, got 0"):
+        train_xgboost(spec, _dataset(_frame("regression", 100, 0)), None, "gpu-run")
+    assert not Path(storage, "gpu-run").exists()
+
+
+def test_missing_column_is_a_schema_error(ray_cluster, storage):
+    cols = _frame("regression", 100, 0)
+    del cols["f3"]
+    with pytest.raises(SchemaError, match=r"train dataset: expected columns \['f3'\]"):
+        train_xgboost(_spec("regression", storage), _dataset(cols), _dataset(cols), "schema-run")
+
+
+def test_worker_killed_mid_run_resumes_from_checkpoint(ray_cluster, storage, tmp_path, monkeypatch):
+    marker = tmp_path / "killed"
+    # Rank 1 kills its own process (os._exit) once at round 25; the last
+    # checkpoint before that is round 20.
+    monkeypatch.setenv(FAULT_ENV, f"25:{marker}:1")
+    train_cols, valid_cols = _frame("binary_classification", 4000, 7), _frame("binary_classification", 1000, 8)
+    spec = _spec("binary_classification", storage, num_boost_round=40, early_stopping_rounds=None,
+                 checkpoint_every=10, max_failures=1,
+                 params={"max_depth": 4, "eta": 0.3, "scale_pos_weight": "auto"})
+    result = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "killed")
+    assert marker.read_text() == "killed at round 25\n"
+    assert result.resumed_from_round == 20
+    assert result.booster.num_boosted_rounds() == 40
+    assert result.history["round"] == [10, 20, 30, 40]
+    positives = float(train_cols["y"].sum())
+    assert result.params["scale_pos_weight"] == pytest.approx((4000 - positives) / positives, rel=1e-12)
+    proba = result.booster.predict(_matrix(valid_cols))
+    assert roc_auc_score(valid_cols["y"], proba) > 0.85
+
+
+def test_worker_killed_without_retries_raises_training_error(ray_cluster, storage, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, f"5:{tmp_path / 'killed'}:0")
+    cols = _frame("regression", 1000, 9)
+    spec = _spec("regression", storage, num_workers=1, num_boost_round=10,
+                 early_stopping_rounds=None, max_failures=0)
+    with pytest.raises(TrainingError, match=r"train\[no-retry\]: expected XGBoost training on 1 worker"):
+        train_xgboost(spec, _dataset(cols), _dataset(cols), "no-retry")
+
+
+def test_cross_validate(ray_cluster, storage):
+    cols = _frame("binary_classification", 3000, 10)
+    spec = _spec("binary_classification", storage, num_workers="auto", num_boost_round=50)
+    started = time.perf_counter()
+    cv = cross_validate(spec, _dataset(cols), k=3, seed=0, run_name="cv")
+    print(f"\n[timing] cross_validate k=3: {time.perf_counter() - started:.1f}s wall, "
+          f"concurrency {cv['concurrency']}")
+    assert cv["k"] == 3 and len(cv["folds"]) == 3
+    assert cv["concurrency"] == 2  # 2 folds at once on 2 CPUs
+    expected_valid = np.bincount(fold_of([cols[c] for c in ["y", *FEATURES]], 3, 0), minlength=3)
+    assert [f["rows"]["valid"] for f in cv["folds"]] == expected_valid.tolist()
+    assert all(f["rows"]["train"] + f["rows"]["valid"] == 3000 for f in cv["folds"])
+    aucs = [f["metrics"]["valid-auc"] for f in cv["folds"]]
+    assert cv["metrics"]["valid-auc"]["mean"] == pytest.approx(np.mean(aucs))
+    assert cv["metrics"]["valid-auc"]["std"] == pytest.approx(np.std(aucs))
+    assert cv["metrics"]["valid-auc"]["mean"] > 0.85

@@ -1,0 +1,73 @@
+"""The CLI without Ray: validate, exit codes, messages without tracebacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from raypipe.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_validate_quickstart_ok(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = _invoke("validate", "configs/quickstart.yaml")
+    assert result.exit_code == 0, result.output
+    assert "configs/quickstart.yaml: ok (adult-income: csv source, 4 feature steps" in result.output
+
+
+def test_validate_misspelled_key_exits_2_with_path_and_suggestion(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    raw = yaml.safe_load(QUICKSTART.read_text())
+    raw["data"]["validaton"] = raw["data"].pop("validation")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    result = _invoke("validate", bad)
+    assert result.exit_code == 2
+    assert f"error: {bad}: data.validaton: unknown key 'validaton' in data. Did you mean 'validation'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_json_output_is_one_object(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(cli, ["validate", "configs/quickstart.yaml", "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"status": "ok", "config": "configs/quickstart.yaml", "name": "adult-income", "warnings": []}
+
+
+def test_validate_set_and_profile_options(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = _invoke("validate", "configs/quickstart.yaml", "--profile", "nope")
+    assert result.exit_code == 2
+    assert "--profile 'nope' is not defined in profiles" in result.output
+    result = _invoke("validate", "configs/quickstart.yaml", "--set", "features[1].columns=[sexx]")
+    assert result.exit_code == 2
+    assert "features[1].columns: column 'sexx' is not a feature at this step. Did you mean 'sex'?" in result.output
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    result = _invoke("validate", tmp_path / "missing.yaml")
+    assert result.exit_code == 2
+    assert "cannot read the config file" in result.output
+
+
+def test_help_everywhere():
+    for args in ([], ["validate"], ["run"], ["infer-schema"]):
+        result = _invoke(*args, "--help")
+        assert result.exit_code == 0
+        assert "Usage:" in result.output
+    assert "--profile" in _invoke("run", "--help").output
+
+
+def test_usage_error_exits_2():
+    assert _invoke("run").exit_code == 2
+    assert _invoke("no-such-command").exit_code == 2
