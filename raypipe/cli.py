@@ -183,6 +183,103 @@ def infer_schema(config: str, output: str | None, sample_rows: int, address, pro
         click.echo(text, nl=False)
 
 
+@cli.group()
+def models() -> None:
+    """Inspect and manage the model registry (CONFIG names the registry and model)."""
+
+
+def _registry(ctx: _Ctx, config: str):
+    from raypipe.registry import ModelRegistry
+
+    cfg = ctx.load(config)
+    return ModelRegistry(cfg.registry.uri), cfg.model_name
+
+
+def _version_row(v) -> dict[str, Any]:
+    primary = next((k for k in ("roc_auc", "rmse", "accuracy") if k in v.metrics), None)
+    return {
+        "version": v.version,
+        "status": v.status,
+        "aliases": list(v.aliases),
+        "created_at": v.created_at,
+        "run_id": v.run_id,
+        "metric": f"{primary}={v.metrics[primary]:.4f}" if primary and v.metrics[primary] is not None else "",
+    }
+
+
+@models.command("list")
+@click.argument("config", type=click.Path(dir_okay=False))
+@_common
+def models_list(config: str, address, profile, overrides, as_json, log_level) -> None:
+    """List the registered versions of CONFIG's model."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        registry, name = _registry(ctx, config)
+        rows = [_version_row(v) for v in registry.list_versions(name)]
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps({"model": name, "versions": rows}))
+        return
+    click.echo(f"{'version':>7}  {'status':<10} {'aliases':<20} {'metric':<18} {'created_at':<26} run_id")
+    for r in rows:
+        click.echo(f"{r['version']:>7}  {r['status']:<10} {','.join(r['aliases']):<20} {r['metric']:<18} {r['created_at']:<26} {r['run_id']}")
+
+
+@models.command("show")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("ref", default="champion")
+@_common
+def models_show(config: str, ref: str, address, profile, overrides, as_json, log_level) -> None:
+    """Show one version (REF: a number, an alias or NAME@REF; default champion) and its events."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        registry, name = _registry(ctx, config)
+        version = registry.get(name, ref)
+        events = [e.to_dict() for e in registry.events(name) if e.version == version.version]
+        lineage_path = f"{registry.local_path(name, version.version)}/lineage.json"
+        with open(lineage_path, encoding="utf-8") as fh:
+            lineage = json.load(fh)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    body = {**version.to_dict(), "events": events, "lineage": {k: v for k, v in lineage.items() if k != "config"}}
+    if as_json:
+        click.echo(json.dumps(body, default=str))
+        return
+    click.echo(json.dumps(body, indent=2, default=str))
+
+
+@models.command("promote")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("ref")
+@click.option("--reason", default="promoted by hand", show_default=True, help="Why, for the event log.")
+@_common
+def models_promote(config: str, ref: str, reason: str, address, profile, overrides, as_json, log_level) -> None:
+    """Make version REF the champion (recorded in the event log)."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        registry, name = _registry(ctx, config)
+        version = registry.promote(name, registry.get(name, ref).version, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    click.echo(json.dumps({"model": name, "champion": version.version}) if as_json else f"{name}: version {version.version} is champion")
+
+
+@models.command("rollback")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--reason", default="rolled back by hand", show_default=True, help="Why, for the event log.")
+@_common
+def models_rollback(config: str, reason: str, address, profile, overrides, as_json, log_level) -> None:
+    """Restore the previous champion."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        registry, name = _registry(ctx, config)
+        version = registry.rollback(name, reason=reason)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    click.echo(json.dumps({"model": name, "champion": version.version}) if as_json else f"{name}: rolled back to version {version.version}")
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point of the ``raypipe`` console script."""
     try:

@@ -874,29 +874,23 @@ def check_config(cfg: PipelineConfig, where: str = "<config>") -> list[str]:
             if all_paths and os.path.basename(p) not in all_paths and p not in all_paths:
                 problems.append(f"data.split: '{p}' is not one of the source's paths.")
 
-    if known:
-        available = [c for c in known if c not in (schema.label, schema.weight, schema.id)]
-        for i, step in enumerate(cfg.features):
-            if isinstance(step, ExpressionStep):
-                from raypipe.features.expression import referenced_names  # pure module
+    if declared:
+        # The feature pipeline itself walks the steps (pure, no data read): the same
+        # checks, the same messages as at fit time, step outputs included.
+        from raypipe.features import FeaturePipeline
 
-                try:
-                    names = referenced_names(step.expr)
-                except ValueError as exc:
-                    problems.append(f"features[{i}].expr: {exc}")
-                    names = []
-                for name in names:
-                    if name not in available:
-                        problems.append(f"features[{i}].expr: unknown column '{name}'.{did_you_mean(name, available)}")
-                available.append(step.name)
-                continue
-            for col in step.columns:
-                if col not in available:
-                    problems.append(
-                        f"features[{i}].columns: column '{col}' is not a feature at this step.{did_you_mean(col, available)}"
-                    )
-            if isinstance(step, DropStep):
-                available = [c for c in available if c not in step.columns]
+        try:
+            FeaturePipeline(
+                cfg.features,
+                {name: spec.type for name, spec in schema.columns.items()},
+                exclude=[c for c in (schema.weight, schema.id) if c],
+                label=schema.label if schema.label in schema.columns else None,
+                task=cfg.model.task,
+                positive_class=cfg.model.positive_class,
+            )
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if known:
         for col in cfg.evaluate.slices:
             if col not in known:
                 problems.append(f"evaluate.slices: column '{col}' is not declared.{did_you_mean(col, known)}")

@@ -164,6 +164,11 @@ class Pipeline:
             ("register", _register),
         ]
         connect(cfg, self.address)
+        # Block order decides which rows each training worker gets; a fixed order
+        # makes the same config, data and seed give the same model bytes.
+        import ray.data
+
+        ray.data.DataContext.get_current().execution_options.preserve_order = True
         status, error = "succeeded", None
         try:
             for name, stage in stages:

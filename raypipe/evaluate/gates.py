@@ -33,9 +33,10 @@ class GateResult:
         return {"passed": self.passed, "reasons": list(self.reasons)}
 
     def explain(self) -> str:
-        """One line per failed check (or 'all gates passed')."""
-        failed = [r["message"] for r in self.reasons if not r["passed"]]
-        return "; ".join(failed) if failed else "all gates passed"
+        """A one-line reason for the event log: every check when passed, the failed ones when not."""
+        if self.passed:
+            return "gates passed: " + "; ".join(r["message"] for r in self.reasons)
+        return "gates failed: " + "; ".join(r["message"] for r in self.reasons if not r["passed"])
 
 
 def _metric(task: str, name: str, where: str) -> str:

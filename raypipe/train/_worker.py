@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,17 +200,18 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         early_stopping: _ResumableEarlyStopping | None,
         history: dict[str, list],
         evals: list[tuple[xgb.DMatrix, str]],
+        total_rounds: int,
         fault: dict | None = None,
     ):
         super().__init__(frequency=checkpoint_every, checkpoint_at_end=True)
         self._report_every = report_every
+        self._total_rounds = total_rounds
         self._es = early_stopping
         self.history = history
         self._evals = evals
         self.final_metrics: dict[str, float] | None = None
         self._fault = fault
         self._stopped = False
-        self._last_checkpoint_rounds: int | None = None
 
     # xgboost.callback.TrainingCallback ------------------------------------
 
@@ -228,7 +230,9 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         if checkpoint_now or rounds % self._report_every == 0:
             metrics = self._metrics_at(rounds, evals_log)
             self._record(metrics)
-            if checkpoint_now:
+            if stop or rounds == self._total_rounds:
+                pass  # the final report follows at once (after_training)
+            elif checkpoint_now:
                 self._report_with_checkpoint(metrics, model, rounds, finished=False)
             else:
                 ray.train.report(metrics)
@@ -282,7 +286,6 @@ class ReportCheckpointCallback(RayTrainReportCallback):
                 )
         else:
             ray.train.report(metrics, checkpoint=None)
-        self._last_checkpoint_rounds = rounds
 
     def _maybe_fail(self, rounds: int) -> None:
         """Test hook: kill this worker process once at a given round."""
@@ -326,16 +329,29 @@ def _load_checkpoint(checkpoint: Checkpoint) -> tuple[xgb.Booster, dict]:
 
 def train_loop_per_worker(cfg: dict) -> dict | None:
     """``train_loop_per_worker`` of the ``XGBoostTrainer`` (one call per worker)."""
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[phase] = timings.get(phase, 0.0) + now - clock
+        clock = now
+
     train_batches, train_rows = _read_shard(ray.train.get_dataset_shard("train"), cfg)
+    lap("read_shards")
     params = _complete_params(cfg, train_batches)
     dtrain = _dmatrix(train_batches, cfg, ref=None)
     del train_batches
+    lap("build_dmatrix")
     evals = [(dtrain, "train")]
     valid_rows = 0
     if cfg["has_valid"]:
         valid_batches, valid_rows = _read_shard(ray.train.get_dataset_shard("valid"), cfg)
+        lap("read_shards")
         evals.append((_dmatrix(valid_batches, cfg, ref=dtrain), "valid"))
         del valid_batches
+        lap("build_dmatrix")
 
     model: xgb.Booster | None = None
     state: dict = {"rounds_done": 0, "finished": False, "stopped": False, "history": {}}
@@ -359,6 +375,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         early_stopping=es,
         history=state["history"],
         evals=evals,
+        total_rounds=cfg["num_boost_round"],
         fault=cfg.get("fault"),
     )
 
@@ -380,6 +397,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
             verbose_eval=False,
         )
 
+    lap("boost")  # includes reports and checkpoint uploads
     # Collective calls below: every worker takes part (all-reduced).
     final_metrics = callback.final_metrics
     if final_metrics is None:  # resumed from the final checkpoint
@@ -397,4 +415,5 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         "rows": {"train": int(rows[0]), "valid": int(rows[1])},
         "resumed_from_rounds": state["rounds_done"] if checkpoint is not None else None,
         "params": params,
+        "timings": timings,
     }

@@ -63,8 +63,12 @@ class TrainSpec:
         num_workers: Training workers, or ``"auto"`` to size from the cluster.
         use_gpu: Train on GPUs (one per worker), ``device="cuda"``.
         cpus_per_worker: CPUs reserved by each worker; ``None`` picks one.
-        report_every: Report metrics to Ray Train every N rounds.
-        checkpoint_every: Persist a checkpoint every N rounds (and at the end).
+        report_every: Report metrics to Ray Train every N rounds. Each
+            ``ray.train.report`` waits for the controller's next poll of the
+            workers (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), so
+            reporting every round would dominate small runs.
+        checkpoint_every: Persist a checkpoint every N rounds (and at the end);
+            those rounds are reported too.
         max_failures: Worker-group restarts allowed; each resumes from the
             latest checkpoint.
         weight: Optional sample-weight column.
@@ -119,6 +123,10 @@ class TrainResult:
             worker failure (``None`` when the run never restarted from one).
         params: The XGBoost parameters trained with (after ``num_class`` and
             ``scale_pos_weight: auto`` were filled in), for the lineage.
+        timings: Seconds per phase on the rank-0 worker of the last attempt:
+            ``read_shards`` (Ray Data ingest), ``build_dmatrix``, ``boost``
+            (rounds, reports and checkpoints). ``duration_s`` minus their sum
+            is Ray Train's start-up and shutdown.
     """
 
     booster: xgboost.Booster
@@ -131,6 +139,7 @@ class TrainResult:
     rows: dict = field(default_factory=dict)
     resumed_from_round: int | None = None
     params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
 
 
 def _fail(where: str, message: str) -> ConfigError:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
@@ -24,8 +23,6 @@ from raypipe.train._errors import TrainingError
 from raypipe.train._params import build_params, eval_metrics, maximize
 from raypipe.train._resources import WorkerPlan, plan_workers
 from raypipe.train.spec import TrainResult, TrainSpec, check_spec
-
-logger = logging.getLogger(__name__)
 
 #: Test hook, read on the driver: "ROUND:MARKER_PATH[:RANK]" makes that worker
 #: kill its process (os._exit) once at ROUND, then never again (marker file).
@@ -184,6 +181,7 @@ def _run(
         rows=out["rows"],
         resumed_from_round=out["resumed_from_rounds"],
         params=out["params"],
+        timings=out["timings"],
     )
 
 

@@ -85,6 +85,7 @@ def main() -> None:
             "wall_s": round(time.perf_counter() - started, 2),
             "fit_s": round(result.duration_s, 2),
             "nthread": result.params["nthread"],
+            "worker_phases_s": {k: round(v, 2) for k, v in result.timings.items()},
             "health_check_interval_s": os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2 (default)"),
             "train_logloss": round(result.metrics["train-logloss"], 5),
         }), flush=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, roc_au
 import ray
 import ray.data
 
+import raypipe.errors
 from raypipe.errors import ConfigError, SchemaError
 from raypipe.train import TrainingError, TrainResult, TrainSpec, cross_validate, train_xgboost
 from raypipe.train.cross_validation import fold_of
@@ -138,6 +138,15 @@ def test_spec_errors_name_the_field_and_suggest():
         check_spec(_spec("regression", "/tmp", feature_types=["q"]))
     with pytest.raises(ConfigError, match=r"model\.params\.objective: .*binary:"):
         check_spec(_spec("binary_classification", "/tmp", params={"objective": "reg:squarederror"}))
+
+
+def test_public_names():
+    import raypipe.train
+
+    public = {n for n in dir(raypipe.train) if not n.startswith("_")}
+    modules = {"spec", "cross_validation", "xgboost_trainer"}
+    assert set(raypipe.train.__all__) == public - modules
+    assert issubclass(TrainingError, raypipe.errors.StageError)
 
 
 def test_fold_assignment_is_deterministic_and_balanced():
@@ -300,12 +309,13 @@ def test_cross_validate(ray_cluster, storage):
     cols = _frame("binary_classification", 3000, 10)
     spec = _spec("binary_classification", storage, num_workers="auto", num_boost_round=50)
     started = time.perf_counter()
-    cv = cross_validate(spec, _dataset(cols), k=3, seed=0, run_name="cv")
-    print(f"\n[timing] cross_validate k=3: {time.perf_counter() - started:.1f}s wall, "
+    cv = cross_validate(spec, _dataset(cols), k=2, seed=0, run_name="cv")
+    print(f"\n[timing] cross_validate k=2: {time.perf_counter() - started:.1f}s wall, "
           f"concurrency {cv['concurrency']}")
-    assert cv["k"] == 3 and len(cv["folds"]) == 3
-    assert cv["concurrency"] == 2  # 2 folds at once on 2 CPUs
-    expected_valid = np.bincount(fold_of([cols[c] for c in ["y", *FEATURES]], 3, 0), minlength=3)
+    assert cv["k"] == 2 and len(cv["folds"]) == 2
+    assert cv["concurrency"] == 2  # both folds at once on 2 CPUs
+    assert cv["num_workers_per_fold"] == 1
+    expected_valid = np.bincount(fold_of([cols[c] for c in ["y", *FEATURES]], 2, 0), minlength=2)
     assert [f["rows"]["valid"] for f in cv["folds"]] == expected_valid.tolist()
     assert all(f["rows"]["train"] + f["rows"]["valid"] == 3000 for f in cv["folds"])
     aucs = [f["metrics"]["valid-auc"] for f in cv["folds"]]
