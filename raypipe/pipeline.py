@@ -109,6 +109,10 @@ def connect(cfg: PipelineConfig, address: str | None = None) -> None:
 
     if ray.is_initialized():
         return
+    # Ray Train's controller polls workers every 2 s by default and each metrics
+    # report waits for a poll; 0.5 s keeps report_every cheap. Read by the
+    # controller from the driver's environment.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     address = address or cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"runtime_env": dict(cfg.cluster.runtime_env) or None, "log_to_driver": True}
     if address:
@@ -426,7 +430,7 @@ def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:
         schema=_bundle_schema(cfg, state.schema),
         threshold=0.5,
         profile=profile,
-        params={"xgboost": dict(cfg.model.params), "num_boost_round": cfg.model.num_boost_round,
+        params={"xgboost": dict(state.training.params), "num_boost_round": cfg.model.num_boost_round,
                 "best_iteration": state.training.best_iteration, "num_workers": state.training.num_workers},
         lineage=_lineage(cfg, state),
     )
@@ -500,6 +504,7 @@ def _lineage(cfg: PipelineConfig, state: _RunState) -> dict[str, Any]:
         "seeds": {"split": cfg.data.split.seed, "xgboost": cfg.data.split.seed},
         "cluster": {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:")},
         "num_workers": state.training.num_workers,
+        "training_rows": dict(state.training.rows),
     }
 
 

@@ -118,7 +118,7 @@ class TrainResult:
         metrics: Metrics of ``booster`` itself on the train/valid sets,
             ``{"train-logloss": ..., "valid-auc": ...}``.
         rows: Rows the workers trained/validated on, ``{"train": n, "valid": m}``
-            (Ray Train's equal split drops up to ``num_workers - 1`` rows).
+            (every row: shards may differ in length, see ``_AllRowsDataConfig``).
         resumed_from_round: Boosted rounds restored from a checkpoint after a
             worker failure (``None`` when the run never restarted from one).
         params: The XGBoost parameters trained with (after ``num_class`` and

@@ -31,6 +31,27 @@ FAULT_ENV = "RAYPIPE_TRAIN_INJECT_FAILURE"
 _DEFAULT_STORAGE = os.path.join(tempfile.gettempdir(), "raypipe-train")
 
 
+class _AllRowsDataConfig(DataConfig):
+    """Shard every dataset to the workers without dropping rows.
+
+    Ray Train splits with ``streaming_split(equal=True)``, which drops up to
+    ``num_workers - 1`` rows so that shards have equal length (needed for
+    lock-step SGD). XGBoost allreduces histograms and metric sums, so unequal
+    shards are exact; dropping rows would silently lose training data.
+    """
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        output: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        for name, ds in datasets.items():
+            if ds.name is None:
+                ds.set_name(name)
+            ds = ds.copy(ds)
+            ds.context.execution_options = self._resolve_execution_options(name)
+            for i, split in enumerate(ds.streaming_split(world_size, equal=False)):
+                output[i][name] = split
+        return output
+
+
 def train_xgboost(
     spec: TrainSpec,
     train: ray.data.Dataset,
@@ -86,7 +107,14 @@ def _run(
     valid: ray.data.Dataset | None,
     run_name: str,
     plan: WorkerPlan,
+    *,
+    callbacks: list | None = None,
 ) -> TrainResult:
+    """One Ray Train run of ``spec`` with ``plan``'s workers.
+
+    ``callbacks`` are Ray Train run callbacks (``RunConfig(callbacks=...)``),
+    e.g. Ray Tune's ``TuneReportCallback`` when a Tune trial drives the run.
+    """
     _check_columns(spec, train, "train")
     if valid is not None:
         _check_columns(spec, valid, "valid")
@@ -118,8 +146,8 @@ def _run(
 
     # preserve_order makes Ray Data's streaming split hand the same rows to
     # the same worker on every run (locality hints are ignored then), which
-    # byte-identical models need. The split is equal=True (Ray Train's
-    # default): up to num_workers-1 rows of each dataset are dropped.
+    # byte-identical models need. The split is unequal (see _AllRowsDataConfig):
+    # every row is trained on.
     ingest = DataConfig.default_ingest_options()
     ingest_options = ExecutionOptions(
         resource_limits=ingest.resource_limits,
@@ -140,9 +168,10 @@ def _run(
             storage_path=storage_path,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
         datasets=datasets,
-        dataset_config=DataConfig(execution_options=ingest_options),
+        dataset_config=_AllRowsDataConfig(execution_options=ingest_options),
     )
     started = time.perf_counter()
     try:

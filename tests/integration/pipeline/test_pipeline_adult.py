@@ -121,6 +121,8 @@ def test_lineage_manifest(runs):
     assert len(lineage["config_hash"]) == 64 and len(lineage["data_fingerprint"]) == 64
     assert lineage["packages"]["xgboost"] and lineage["packages"]["ray"]
     assert lineage["num_workers"] == 2
+    # Every training and validation row reached a worker (no equal-split drop).
+    assert lineage["training_rows"] == {"train": first.rows["train"], "valid": first.rows["valid_split"]}
     profile = json.loads(Path(registry.local_path("adult-income", 1), "profile.json").read_text())
     assert profile["columns"]["age"]["count"] == first.rows["train"]
     assert abs(sum(profile["columns"]["sex"]["frequencies"].values()) - 1) < 1e-9
