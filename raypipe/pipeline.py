@@ -366,7 +366,18 @@ def _train(cfg: PipelineConfig, state: _RunState) -> None:
         storage_path=_storage_path(state.run_dir / "train"),
     )
     valid = state.transformed["valid"] if has_valid else None
-    state.training = train_xgboost(spec, state.transformed["train"], valid, run_name=state.run_id)
+    if cfg.tune.enabled:
+        from raypipe.errors import ConfigError
+        from raypipe.train import tune_xgboost
+
+        if valid is None:
+            raise ConfigError("tune.enabled: tuning scores trials on the validation split, which is empty. Hint: set data.split.valid_fraction > 0.")
+        tuned = tune_xgboost(spec, cfg.tune, state.transformed["train"], valid, run_name=state.run_id)
+        state.training = tuned.best
+        state.evaluation["tune"] = {"metric": tuned.metric, "mode": tuned.mode, "best_params": tuned.best_params, "duration_s": tuned.duration_s}
+        state.evaluation["trials"] = tuned.trials
+    else:
+        state.training = train_xgboost(spec, state.transformed["train"], valid, run_name=state.run_id)
     state.evaluation["history"] = state.training.history
     state.evaluation["best_iteration"] = state.training.best_iteration
     state.evaluation["num_workers"] = state.training.num_workers

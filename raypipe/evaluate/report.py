@@ -134,7 +134,7 @@ def render_html(report: dict[str, Any]) -> str:
     for column, values in slices.items():
         rows = [{"value": v, **{k: m.get(k) for k in m if not isinstance(m.get(k), (list, dict))}} for v, m in values.items()]
         parts.append(f"<h2>Slices by {_esc(column)}</h2>" + _table(rows))
-    trials = report.get("trials") or []
+    trials = ev.get("trials") or []
     if trials:
         parts.append("<h2>Tuning trials</h2>" + _table(trials))
     durations = report.get("durations_s") or {}

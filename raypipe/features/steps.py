@@ -656,7 +656,7 @@ class MinMaxScale(Step):
     def fit(self, stats: Mapping[StatRequest, Any]) -> FittedStep:
         shifts = [stats[StatRequest("min", c)] for c in self.columns]
         scales = [stats[StatRequest("max", c)] - stats[StatRequest("min", c)] for c in self.columns]
-        return FittedAffine(self.columns, shifts, scales)
+        return FittedAffine(self.columns, shifts, [_zero_if_tiny(k) for k in scales])
 
 
 class RobustScale(Step):
@@ -674,14 +674,20 @@ class RobustScale(Step):
 
     def fit(self, stats: Mapping[StatRequest, Any]) -> FittedStep:
         qs = [stats[StatRequest("quantiles", c, self.LEVELS)] for c in self.columns]
-        return FittedAffine(self.columns, [q[1] for q in qs], [q[2] - q[0] for q in qs])
+        return FittedAffine(self.columns, [q[1] for q in qs], [_zero_if_tiny(q[2] - q[0]) for q in qs])
+
+
+def _zero_if_tiny(scale: float) -> float:
+    # scikit-learn's _handle_zeros_in_scale for min-max and robust scaling: a spread
+    # below 10 * eps is no spread. StandardScaler uses its own variance bound instead.
+    return 0.0 if math.isfinite(scale) and abs(scale) < 10 * np.finfo(np.float64).eps else scale
 
 
 class FittedAffine(FittedStep):
     """Fitted scaler: ``(x - shift) / scale`` per column.
 
-    A scale that is NaN, infinite or below ``10 * eps`` (scikit-learn's
-    ``_handle_zeros_in_scale``) is stored as 1.
+    A scale that is zero, NaN or infinite is stored as 1 (each scaler decides
+    what counts as zero spread).
     """
 
     kind = "affine"
@@ -690,8 +696,7 @@ class FittedAffine(FittedStep):
         self.columns = list(columns)
         self.shifts = [float(s) for s in shifts]
         # A constant training column has no spread: dividing by 1 keeps values finite.
-        tiny = 10 * np.finfo(np.float64).eps
-        self.scales = [1.0 if (not math.isfinite(s) or s < tiny) else float(s) for s in scales]
+        self.scales = [1.0 if (not math.isfinite(s) or s == 0) else float(s) for s in scales]
 
     def transform(self, columns: Columns) -> Columns:
         replaced = {c: {c: (columns[c] - s) / k} for c, s, k in zip(self.columns, self.shifts, self.scales)}

@@ -5,12 +5,22 @@ Public names::
     TrainSpec, TrainResult     what to train / what came out
     train_xgboost              distributed training (ray.train.xgboost.XGBoostTrainer)
     cross_validate             k-fold CV, folds by a deterministic row hash
+    tune_xgboost, TuneResult   hyperparameter search on Ray Tune (one Train run per trial)
     TrainingError              training failed (a raypipe.errors.StageError)
 """
 
 from raypipe.train._errors import TrainingError
 from raypipe.train.cross_validation import cross_validate
 from raypipe.train.spec import TrainResult, TrainSpec
+from raypipe.train.tune import TuneResult, tune_xgboost
 from raypipe.train.xgboost_trainer import train_xgboost
 
-__all__ = ["TrainSpec", "TrainResult", "TrainingError", "train_xgboost", "cross_validate"]
+__all__ = [
+    "TrainSpec",
+    "TrainResult",
+    "TrainingError",
+    "train_xgboost",
+    "cross_validate",
+    "TuneResult",
+    "tune_xgboost",
+]

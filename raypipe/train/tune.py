@@ -33,6 +33,7 @@ import importlib.util
 import json
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -47,6 +48,7 @@ import ray.tune
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
+from ray.util.queue import Full
 
 from raypipe.config import SearchDim, TuneConfig
 from raypipe.errors import ConfigError, RaypipeError
@@ -55,7 +57,12 @@ from raypipe.train._errors import TrainingError
 from raypipe.train._params import build_params, eval_metrics, maximize
 from raypipe.train._resources import WorkerPlan, data_reserve, plan_workers
 from raypipe.train.spec import TrainResult, TrainSpec, check_spec
-from raypipe.train.xgboost_trainer import _DEFAULT_STORAGE, _require_ray, _run
+from raypipe.train.xgboost_trainer import (
+    _DEFAULT_STORAGE,
+    _check_columns,
+    _require_ray,
+    _run,
+)
 
 __all__ = ["TuneResult", "tune_xgboost"]
 
@@ -63,6 +70,8 @@ __all__ = ["TuneResult", "tune_xgboost"]
 TERMINATED, EARLY_STOPPED, ERROR = "terminated", "early_stopped", "error"
 
 _RESULT_FILENAME = "raypipe_train_result.json"
+_STOP_FILENAME = "raypipe_stop_requested"
+_STOP_POLL_S = 0.5
 # Ray Train reads these on the process that builds the trainer (the trial
 # actor); forwarded from the driver, as train_xgboost gets them.
 _FORWARDED_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",)
@@ -155,7 +164,18 @@ def tune_xgboost(
     started = time.perf_counter()
     check_spec(spec)
     _require_ray()
-    space = _search_space(spec, tune_cfg, valid)
+    if tune_cfg.cv_folds is not None:
+        raise ConfigError(
+            f"tune.cv_folds: cross-validated trials are not supported yet, got "
+            f"{tune_cfg.cv_folds}. Hint: leave tune.cv_folds out; trials are scored "
+            "on the validation split."
+        )
+    if valid is None:
+        raise ConfigError(
+            "tune: expected a validation set to score the trials on, got none. Hint: "
+            "set data.split.valid_fraction > 0."
+        )
+    space = _search_space(spec, tune_cfg)
     metric, mode = _metric_and_mode(spec, metric)
     storage_path = _absolute(spec.storage_path or _DEFAULT_STORAGE)
     fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
@@ -173,6 +193,8 @@ def tune_xgboost(
     # trials stream the same object-store blocks.
     train = train.materialize()
     valid = valid.materialize()
+    _check_columns(spec, train, "train")
+    _check_columns(spec, valid, "valid")
 
     log = _TrialLog(metric)
     job = {
@@ -203,7 +225,13 @@ def tune_xgboost(
             verbose=0,
         ),
     )
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except ray.tune.TuneError as exc:
+        raise TrainingError(
+            f"tune[{run_name}]: expected the Ray Tune experiment to run, got: {exc}. "
+            f"Hint: see the experiment directory {storage_path.rstrip('/')}/{run_name}."
+        ) from exc
 
     rows = [_row(result, log, metric, mode) for result in grid]
     rows.sort(key=lambda r: r["trial_id"])
@@ -228,6 +256,19 @@ def tune_xgboost(
 # ------------------------------------------------------------------ the trial
 
 
+@dataclass
+class _TrainRun:
+    """The Ray Train run a trial actor drives (one per trial actor process)."""
+
+    stop_marker: str
+    done: threading.Event = field(default_factory=threading.Event)
+    stop_requested: bool = False
+
+
+# Trial id -> its Train run, in the trial actor's process.
+_TRAIN_RUNS: dict[str, _TrainRun] = {}
+
+
 def _trial(config: dict, train=None, valid=None, job=None) -> None:
     """One Tune trial: drive one Ray Train run of the sampled params.
 
@@ -241,30 +282,102 @@ def _trial(config: dict, train=None, valid=None, job=None) -> None:
     spec: TrainSpec = job["spec"]
     trial_spec = replace(spec, params={**spec.params, **_plain(config)})
     check_spec(trial_spec)
-    result = _run(
-        trial_spec, train, valid, trial_id, job["plan"], callbacks=[TuneReportCallback()]
-    )
-    summary = asdict(replace(result, booster=None))
-    fs, root = pyarrow.fs.FileSystem.from_uri(trial_spec.storage_path)
-    with fs.open_output_stream(f"{root.rstrip('/')}/{trial_id}/{_RESULT_FILENAME}") as out:
-        out.write(json.dumps(summary, default=_json_default).encode())
+    run_dir = f"{trial_spec.storage_path.rstrip('/')}/{trial_id}"
+    run = _TRAIN_RUNS[trial_id] = _TrainRun(stop_marker=f"{run_dir}/{_STOP_FILENAME}")
+    try:
+        result = _run(
+            trial_spec,
+            train,
+            valid,
+            trial_id,
+            job["plan"],
+            callbacks=[_TuneReportUntilStopped(run.stop_marker)],
+        )
+        # The TrainResult fields the driver cannot read from the checkpoint.
+        summary = asdict(replace(result, booster=None))
+        fs, path = pyarrow.fs.FileSystem.from_uri(f"{run_dir}/{_RESULT_FILENAME}")
+        with fs.open_output_stream(path) as out:
+            out.write(json.dumps(summary, default=_json_default).encode())
+    except BaseException:
+        if run.stop_requested:
+            return  # Tune stopped the trial (ASHA) and we aborted its run.
+        raise
+    finally:
+        run.done.set()
+
+
+class _AbortTrainOnStop:
+    """Mixin of the trial trainable (Tune's ``__mixins__`` hook).
+
+    When Tune stops a trial (an ASHA decision, the end of the experiment),
+    it calls the trainable's ``cleanup`` and then drops the actor. Dropping it
+    would kill the trial's Ray Train controller (owned by the trial actor)
+    without shutting down its worker group: the workers die with it, but the
+    placement group holding their CPUs stays reserved until the driver exits.
+    Ray Train's own ``PlacementGroupCleaner`` would remove it, but it polls
+    the controller through the state API, which needs the dashboard (off in
+    raypipe's local clusters). So ``cleanup`` first asks the controller to
+    abort (see :class:`_TuneReportUntilStopped`) and waits for the run to end.
+    """
+
+    def cleanup(self):
+        _abort_train_run(self.trial_id)
+        super().cleanup()
+
+
+_trial.__mixins__ = (_AbortTrainOnStop,)
+
+
+def _abort_train_run(trial_id: str, timeout_s: float = 120.0) -> None:
+    run = _TRAIN_RUNS.get(trial_id)
+    if run is None or run.done.is_set():
+        return
+    run.stop_requested = True
+    fs, path = pyarrow.fs.FileSystem.from_uri(run.stop_marker)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(b"stopped by Ray Tune\n")
+    run.done.wait(timeout_s)
+
+
+class _TuneReportUntilStopped(TuneReportCallback):
+    """``TuneReportCallback`` that aborts the Train run once Tune stopped its trial.
+
+    Runs on the Ray Train controller. Forwards each report (rank 0's metrics,
+    plus the checkpoint path) to the trial as ``TuneReportCallback`` does, but
+    waits for room in the one-slot queue in short steps: after Tune stopped
+    the trial nothing drains that queue any more. Once the trial's stop marker
+    exists, the controller aborts itself (``TrainController.abort``: worker
+    group shut down, placement group removed).
+    """
+
+    def __init__(self, stop_marker: str):
+        super().__init__()
+        self._stop_marker = stop_marker
+        self._fs = None
+
+    def after_report(self, run_context, metrics, checkpoint):
+        item = metrics[0].copy()
+        if checkpoint:
+            item[CHECKPOINT_PATH_KEY] = checkpoint.path
+        while not self._stop_requested():
+            try:
+                self._training_actor_item_queue.put(item, timeout=_STOP_POLL_S)
+                return
+            except Full:
+                continue
+        ray.get_runtime_context().current_actor.abort.remote()
+
+    def _stop_requested(self) -> bool:
+        if self._fs is None:
+            self._fs, self._path = pyarrow.fs.FileSystem.from_uri(self._stop_marker)
+        return self._fs.get_file_info(self._path).type != pyarrow.fs.FileType.NotFound
 
 
 # ------------------------------------------------------------- search space
 
 
-def _search_space(spec: TrainSpec, tune_cfg: TuneConfig, valid) -> dict[str, Any]:
-    if tune_cfg.cv_folds is not None:
-        raise ConfigError(
-            f"tune.cv_folds: cross-validated trials are not supported yet, got "
-            f"{tune_cfg.cv_folds}. Hint: leave tune.cv_folds out; trials are scored "
-            "on the validation split."
-        )
-    if valid is None:
-        raise ConfigError(
-            "tune: expected a validation set to score the trials on, got none. Hint: "
-            "set data.split.valid_fraction > 0."
-        )
+def _search_space(spec: TrainSpec, tune_cfg: TuneConfig) -> dict[str, Any]:
     if not tune_cfg.search_space:
         raise ConfigError(
             "tune.search_space: expected at least one XGBoost parameter to search, got "

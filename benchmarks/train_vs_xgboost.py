@@ -2,7 +2,7 @@
 
 Not collected by pytest (no ``test_`` prefix); run by hand:
 
-    .venv/bin/python tests/integration/train/bench_train_xgboost.py [--rows 200000]
+    python benchmarks/train_vs_xgboost.py [--rows 200000]
 
 Prints one JSON line per variant. Both sides build a QuantileDMatrix and train
 the same params for the same rounds (no early stopping), so the ratio is the
