@@ -7,8 +7,10 @@ of :func:`raypipe.train.train_xgboost` (``xgboost_trainer._run``: the same
 ``XGBoostTrainer``, worker loop, early stopping, reports and checkpoints),
 with Ray Tune's ``TuneReportCallback`` forwarding every Ray Train report
 (metrics every ``spec.report_every`` rounds, the final checkpoint's path) to
-Tune. ASHA stops weak trials on those intermediate reports; Tune then stops the
-trial actor, and its Ray Train controller and workers (owned by it) go with it.
+Tune. ASHA stops weak trials on those intermediate reports; the stopped trial
+then aborts its Train run at the run's next report, which frees the workers'
+placement group before the trial actor goes (see :class:`_AbortTrainOnStop`).
+The best trial's booster is read from its final checkpoint: no retraining.
 
 Resources on a small cluster (the 2-CPU rule of :mod:`raypipe.train._resources`
 still holds: Ray Data keeps its CPU reserve while workers are alive):
@@ -24,7 +26,9 @@ still holds: Ray Data keeps its CPU reserve while workers are alive):
 
 Storage, under ``<spec.storage_path>/<run_name>``: Tune's experiment state and
 trial folders, and ``train/<trial_id>/`` holding each trial's Ray Train run
-(checkpoints, ``raypipe_train_result.json``).
+(checkpoints; ``raypipe_train_result.json``, the TrainResult fields of a
+finished trial; ``raypipe_stop_requested``, the marker by which a stopped
+trial aborts its Train run, see :class:`_AbortTrainOnStop`).
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ TERMINATED, EARLY_STOPPED, ERROR = "terminated", "early_stopped", "error"
 _RESULT_FILENAME = "raypipe_train_result.json"
 _STOP_FILENAME = "raypipe_stop_requested"
 _STOP_POLL_S = 0.5
+# How long a stopping trial waits for its Train run to abort (it aborts at its
+# next report); Tune force-kills a stopping trial actor after 600 s
+# (TUNE_FORCE_TRIAL_CLEANUP_S).
+_ABORT_WAIT_S = 600.0
 # Ray Train reads these on the process that builds the trainer (the trial
 # actor); forwarded from the driver, as train_xgboost gets them.
 _FORWARDED_ENV = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",)
@@ -237,10 +245,10 @@ def tune_xgboost(
     rows.sort(key=lambda r: r["trial_id"])
     finished = [r for r in rows if r["status"] == TERMINATED and r["metric"] is not None]
     if not finished:
-        raise _no_finished_trial(rows, grid, run_name)
+        raise _no_finished_trial(rows, grid, run_name) from (grid.errors or [None])[0]
     pick = min if mode == "min" else max
     best_row = pick(finished, key=lambda r: r["metric"])
-    best = _load_best(best_row, fs, storage_path, trial_spec, plan, log)
+    best = _load_best(best_row, fs, trial_spec, plan, log)
     return TuneResult(
         best_params=dict(best_row["params"]),
         best=best,
@@ -328,7 +336,7 @@ class _AbortTrainOnStop:
 _trial.__mixins__ = (_AbortTrainOnStop,)
 
 
-def _abort_train_run(trial_id: str, timeout_s: float = 120.0) -> None:
+def _abort_train_run(trial_id: str, timeout_s: float = _ABORT_WAIT_S) -> None:
     run = _TRAIN_RUNS.get(trial_id)
     if run is None or run.done.is_set():
         return
@@ -600,7 +608,7 @@ def _trial_id(result, log: _TrialLog) -> str:
 
 
 def _load_best(
-    row: dict, fs, storage_path: str, trial_spec: TrainSpec, plan: WorkerPlan, log: _TrialLog
+    row: dict, fs, trial_spec: TrainSpec, plan: WorkerPlan, log: _TrialLog
 ) -> TrainResult:
     checkpoint = ray.train.Checkpoint(row["checkpoint_path"], filesystem=fs)
     booster, state = _worker._load_checkpoint(checkpoint)
@@ -656,12 +664,19 @@ def _no_finished_trial(rows: list[dict], grid, run_name: str) -> RaypipeError:
 
 
 def _raypipe_cause(error: BaseException | None) -> RaypipeError | None:
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, RaypipeError):
+    """The raypipe error behind a trial's failure, unwrapped from Ray's
+    ``RayTaskError`` (which subclasses the cause's type but carries the remote
+    traceback as its message)."""
+    for _ in range(10):
+        if error is None:
+            return None
+        inner = getattr(error, "cause", None)
+        if isinstance(inner, BaseException) and inner is not error:
+            error = inner
+        elif isinstance(error, RaypipeError):
             return error
-        error = getattr(error, "cause", None) or error.__cause__
-        seen += 1
+        else:
+            error = error.__cause__
     return None
 
 

@@ -144,7 +144,7 @@ def test_public_names():
     import raypipe.train
 
     public = {n for n in dir(raypipe.train) if not n.startswith("_")}
-    modules = {"spec", "cross_validation", "xgboost_trainer"}
+    modules = {"spec", "cross_validation", "xgboost_trainer", "tune"}
     assert set(raypipe.train.__all__) == public - modules
     assert issubclass(TrainingError, raypipe.errors.StageError)
 

@@ -21,7 +21,7 @@ import ray
 import ray.data
 
 from raypipe.config import TuneConfig
-from raypipe.errors import ConfigError, SchemaError
+from raypipe.errors import ConfigError, DataError, SchemaError
 from raypipe.train import TrainSpec, TuneResult, tune_xgboost
 from raypipe.train.tune import EARLY_STOPPED, ERROR, TERMINATED
 
@@ -294,3 +294,15 @@ def test_other_input_errors(ray_cluster, storage, data, asha):
         tune_xgboost(_spec(storage), cfg, train, None, "no-valid")
     with pytest.raises(SchemaError, match=r"train dataset: expected columns \['nope'\]"):
         tune_xgboost(_spec(storage, label="nope"), cfg, train, valid, "bad-label")
+
+
+def test_every_trial_failing_raises_the_trials_own_error(ray_cluster, storage):
+    # One trial whose workers reject the labels: the user gets that DataError
+    # (not Ray's wrapped traceback), as from train_xgboost.
+    cols = _frame(1000, 3)
+    cols["y"] = np.zeros_like(cols["y"])
+    ds = _dataset(cols, blocks=1)
+    cfg = TuneConfig(enabled=True, num_samples=1, search_space={"eta": {"type": "uniform", "low": 0.1, "high": 0.3}})
+    spec = _spec(storage, params={"scale_pos_weight": "auto"}, num_boost_round=10)
+    with pytest.raises(DataError, match=r"model\.params\.scale_pos_weight: 'auto' needs both classes .*got 0 positive of 1000 rows"):
+        tune_xgboost(spec, cfg, ds, ds, "all-fail")
