@@ -64,6 +64,7 @@ from raypipe.train.spec import TrainResult, TrainSpec, check_spec
 from raypipe.train.xgboost_trainer import (
     _DEFAULT_STORAGE,
     _check_columns,
+    _check_fresh_run_dir,
     _require_ray,
     _run,
 )
@@ -186,14 +187,7 @@ def tune_xgboost(
     space = _search_space(spec, tune_cfg)
     metric, mode = _metric_and_mode(spec, metric)
     storage_path = _absolute(spec.storage_path or _DEFAULT_STORAGE)
-    fs, root = pyarrow.fs.FileSystem.from_uri(storage_path)
-    experiment_dir = f"{root.rstrip('/')}/{run_name}"
-    if fs.get_file_info(experiment_dir).type != pyarrow.fs.FileType.NotFound:
-        raise ConfigError(
-            f"tune: experiment directory {storage_path.rstrip('/')}/{run_name}: expected "
-            "a new run, got an existing directory. Hint: use a new run name or delete "
-            "the directory."
-        )
+    _check_fresh_run_dir(storage_path, run_name, where="tune")
     concurrency, trial_spec, plan = _plan(spec, tune_cfg, storage_path, run_name)
     searcher, limit = _searcher(tune_cfg, spec, metric, mode, concurrency)
 

@@ -251,15 +251,16 @@ def _check_columns(spec: TrainSpec, ds: ray.data.Dataset, name: str) -> None:
         )
 
 
-def _check_fresh_run_dir(storage_path: str, run_name: str) -> None:
+def _check_fresh_run_dir(storage_path: str, run_name: str, where: str = "train") -> None:
+    # Ray Train and Ray Tune both silently resume a run whose directory exists.
     fs, root = pyarrow.fs.FileSystem.from_uri(
         storage_path if "://" in storage_path else os.path.abspath(storage_path)
     )
     run_dir = f"{root.rstrip('/')}/{run_name}"
     if fs.get_file_info(run_dir).type != pyarrow.fs.FileType.NotFound:
         raise ConfigError(
-            f"train: run directory {storage_path.rstrip('/')}/{run_name}: expected a "
-            "new run, got an existing directory (Ray Train would silently resume that "
+            f"{where}: run directory {storage_path.rstrip('/')}/{run_name}: expected a "
+            "new run, got an existing directory (Ray would silently resume that "
             "run). Hint: use a new run name or delete the directory."
         )
 

@@ -286,7 +286,7 @@ def test_config_errors_before_any_trial(ray_cluster, storage, data, space, extra
 def test_other_input_errors(ray_cluster, storage, data, asha):
     _, _, train, valid = data
     cfg = TuneConfig(enabled=True, search_space={"eta": {"type": "uniform", "low": 0.1, "high": 0.3}})
-    with pytest.raises(ConfigError, match=r"tune: experiment directory .*asha: expected a new run"):
+    with pytest.raises(ConfigError, match=r"tune: run directory .*asha: expected a new run"):
         tune_xgboost(_spec(storage), cfg, train, valid, "asha")
     with pytest.raises(ConfigError, match=r"tune: metric: expected one of \['valid-auc', 'valid-logloss'\] .*got 'valid-loglos'\. Did you mean 'valid-logloss'\?"):
         tune_xgboost(_spec(storage), cfg, train, valid, "bad-metric", metric="valid-loglos")
