@@ -188,6 +188,7 @@ def tune_xgboost(
     metric, mode = _metric_and_mode(spec, metric)
     storage_path = _absolute(spec.storage_path or _DEFAULT_STORAGE)
     _check_fresh_run_dir(storage_path, run_name, where="tune")
+    fs, _ = pyarrow.fs.FileSystem.from_uri(storage_path)
     concurrency, trial_spec, plan = _plan(spec, tune_cfg, storage_path, run_name)
     searcher, limit = _searcher(tune_cfg, spec, metric, mode, concurrency)
 
