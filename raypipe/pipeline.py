@@ -388,7 +388,7 @@ def _storage_path(path: Path) -> str:
     return text if "://" in text else str(path.resolve())
 
 
-def _score(bundle: Any, ds: Any, cfg: PipelineConfig, threshold: float | None = None) -> dict[str, Any]:
+def _score(bundle: Any, ds: Any, cfg: PipelineConfig) -> dict[str, Any]:
     """Predict ``ds`` with ``bundle`` on Ray Data and compute the metrics on the driver."""
     from raypipe.evaluate import compute_metrics, slice_metrics
     from raypipe.inference import collect, predict_dataset
@@ -399,15 +399,15 @@ def _score(bundle: Any, ds: Any, cfg: PipelineConfig, threshold: float | None = 
     y = bundle.features.encode_label(table.column(schema.label))
     scores = _scores(table)
     weight = table.column(schema.weight).to_numpy(zero_copy_only=False) if schema.weight else None
-    thr = bundle.threshold if threshold is None else threshold
     task = cfg.model.task
-    metrics = compute_metrics(task, y, scores, threshold=thr if task == "binary_classification" else None, sample_weight=weight)
+    thr = bundle.threshold if task == "binary_classification" else None
+    metrics = compute_metrics(task, y, scores, threshold=thr, sample_weight=weight)
     slices = slice_metrics(
         task,
         y,
         scores,
         {c: table.column(c).to_numpy(zero_copy_only=False) for c in cfg.evaluate.slices},
-        threshold=thr if task == "binary_classification" else None,
+        threshold=thr,
     ) if cfg.evaluate.slices else {}
     return {"metrics": metrics, "slices": slices, "y": y, "scores": scores, "rows": table.num_rows}
 
