@@ -183,6 +183,132 @@ def infer_schema(config: str, output: str | None, sample_rows: int, address, pro
         click.echo(text, nl=False)
 
 
+@cli.command("ingest-stream")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--max-messages", type=click.IntRange(min=1), default=None, help="Per subscription, land at most N new messages, then stop.")
+@click.option("--duration", "duration_s", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S", help="Stop after S seconds.")
+@click.option("--subscription", "only", multiple=True, metavar="NAME", help="Run only this subscription (repeatable; default: all).")
+@_common
+def ingest_stream(config: str, max_messages, duration_s, only, address, profile, overrides, as_json, log_level) -> None:
+    """Land CONFIG's stream messages as Parquet micro-batches until Ctrl-C (or a bound).
+
+    One Ray actor per subscription (raypipe:stream:<pipeline>:<name>); a batch is
+    acknowledged only after its file is in place, and redelivered messages already
+    landed are dropped. `raypipe run CONFIG` then reads the landing zone.
+    """
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+
+    def on_event(kind: str, sub: str, detail: dict) -> None:
+        if kind == "landed":
+            dups = f" ({detail['duplicates']} redelivered, dropped)" if detail["duplicates"] else ""
+            click.echo(f"{sub}: landed {detail['rows']} messages -> {detail['path']}{dups}", err=as_json)
+        else:
+            error = f": {detail['error']}" if detail.get("error") else ""
+            click.echo(f"{sub}: {detail.get('state')}{error}", err=True)
+
+    try:
+        from raypipe.streams.consumer import ingest_stream as run_consumers
+
+        cfg = ctx.load(config)
+        with _stdout_to_stderr(as_json):
+            summary = run_consumers(cfg, address, max_messages, duration_s, list(only) or None, on_event)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for name, sub in summary["subscriptions"].items():
+            error = f", error: {sub['error']}" if sub.get("error") else ""
+            click.echo(f"{name}: {sub['landed']} landed in {sub['files']} files, {sub['duplicates']} duplicates dropped ({sub['state']}{error})")
+        click.echo(f"landed {summary['landed']} messages in {summary['seconds']:.1f} s")
+    if summary["status"] != "ok":
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--model", "model_ref", default=None, metavar="NAME@REF", help="Model to serve: NAME@ALIAS (followed live) or NAME@VERSION (default: serve.model, the champion).")
+@click.option("--export-config", "export", type=click.Path(dir_okay=False), default=None, help="Write a Serve config for `serve deploy` to this file instead of deploying.")
+@_common
+def serve(config: str, model_ref: str | None, export: str | None, address, profile, overrides, as_json, log_level) -> None:
+    """Deploy the model of CONFIG as an autoscaling HTTP endpoint on Ray Serve.
+
+    On a local Ray this blocks until Ctrl-C; on a remote cluster (--address,
+    cluster.address or RAY_ADDRESS) it returns once the endpoint answers.
+    """
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        cfg = ctx.load(config)
+        if export:
+            import yaml
+
+            from raypipe.serving.deploy import export_serve_config
+
+            body = export_serve_config(cfg, config, model_ref, profile, overrides)
+            with open(export, "w", encoding="utf-8") as f:
+                yaml.safe_dump(body, f, sort_keys=False)
+            click.echo(json.dumps({"status": "ok", "serve_config": export}) if as_json else
+                       f"wrote {export}; deploy it with: serve deploy {export}")
+            return
+        from raypipe.serving.deploy import serve_model
+
+        with _stdout_to_stderr(as_json):
+            info = serve_model(cfg, model_ref, address)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    remote = bool(address or cfg.cluster.address or os.environ.get("RAY_ADDRESS"))
+    if as_json:
+        click.echo(json.dumps({"status": "serving", **info}), nl=True)
+    else:
+        auth = ' -H "Authorization: Bearer $KEY"' if info["auth"] else ""
+        click.echo(
+            f"serving {info['model']['name']} version {info['model']['version']} (following {info['model']['ref']}) on {info['url']}\n"
+            f"try: curl -s{auth} {info['url']}/model\n"
+            f"     curl -s{auth} -H 'Content-Type: application/json' -d '{{\"instances\": [{{...}}]}}' {info['url']}/predict\n"
+            f"API docs: {info['url']}/docs"
+        )
+    sys.stdout.flush()
+    if remote:
+        return
+    if not as_json:
+        click.echo("press Ctrl-C to stop", err=True)
+    import time
+
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve as ray_serve
+
+        ray_serve.shutdown()
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--input", "input_uri", required=True, help="Rows to predict: a CSV, Parquet or JSON Lines file, folder or glob (local or URI).")
+@click.option("--output", "output_uri", required=True, help="Where to write predictions: a path ending in .csv, .parquet or .jsonl (written as a folder of files).")
+@click.option("--model", "model_ref", default=None, metavar="NAME@REF", help="Model to use (default: serve.model, the champion).")
+@_common
+def predict(config: str, input_uri: str, output_uri: str, model_ref: str | None, address, profile, overrides, as_json, log_level) -> None:
+    """Batch inference with Ray Data: the same model bundle as the HTTP endpoint."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        from raypipe.inference import batch_predict
+
+        cfg = ctx.load(config)
+        with _stdout_to_stderr(as_json):
+            result = batch_predict(cfg, input_uri, output_uri, model_ref, address)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps({"status": "ok", **result}))
+        return
+    r = result["rows"]
+    click.echo(f"{result['model']['name']} version {result['model']['version']}: {r['predicted']:,} of {r['input']:,} rows predicted -> {result['output']}")
+    if r["quarantined"]:
+        click.echo(f"{r['quarantined']:,} rows broke the model's input schema -> {result['quarantine']}")
+
+
 @cli.group()
 def models() -> None:
     """Inspect and manage the model registry (CONFIG names the registry and model)."""

@@ -93,3 +93,111 @@ def collect(ds: Any) -> pa.Table:
     import ray
 
     return pa.concat_tables(ray.get(ds.to_arrow_refs()), promote_options="default")
+
+
+# --------------------------------------------------------------------------- raypipe predict
+
+_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "jsonl", ".jsonl": "jsonl"}
+
+
+def _format_of(uri: str, where: str) -> str:
+    from raypipe.errors import ConfigError
+
+    base = uri.rstrip("/").rsplit("/", 1)[-1].lower()
+    for ext, fmt in _FORMATS.items():
+        if base.endswith(ext):
+            return fmt
+    raise ConfigError(f"{where}: cannot tell the format of {uri!r}; expected a name ending in .csv, .parquet or .jsonl.")
+
+
+def _input_source(cfg: Any, uri: str) -> Any:
+    """The config's own source options where the input has the same format (a headerless CSV
+    stays headerless), else the format's defaults. A path without an extension (a folder)
+    is read with the config's source type."""
+    from raypipe.config import CsvSource, JsonSource, ParquetSource
+    from raypipe.errors import ConfigError
+
+    src = cfg.data.source
+    file_based = src.type in ("csv", "parquet", "json", "jsonl")
+    try:
+        fmt = _format_of(uri, "--input")
+    except ConfigError:
+        if file_based:
+            return src.model_copy(update={"paths": [uri]})
+        raise
+    if file_based and (src.type == fmt or {src.type, fmt} == {"json", "jsonl"}):
+        return src.model_copy(update={"paths": [uri]})
+    return {"csv": CsvSource, "parquet": ParquetSource, "jsonl": JsonSource}[fmt](type=fmt, paths=[uri])
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """Multiclass probabilities (a list per row) as ``probability_<i>`` columns for CSV."""
+    if "probability" not in table.column_names or not pa.types.is_fixed_size_list(table.schema.field("probability").type):
+        return table
+    i = table.column_names.index("probability")
+    probs = table.column("probability").combine_chunks()
+    k = probs.type.list_size
+    flat = probs.flatten()
+    table = table.remove_column(i)
+    for j in range(k):
+        table = table.append_column(f"probability_{j}", flat[j::k] if len(flat) else pa.array([], pa.float64()))
+    return table
+
+
+def batch_predict(cfg: Any, input_uri: str, output_uri: str, model: str | None = None, address: str | None = None) -> dict[str, Any]:
+    """``raypipe predict``: validate the input rows against the model's schema, predict
+    with the bundle on a Ray Data actor pool, write CSV or Parquet (by ``output_uri``'s
+    extension; a folder of files, as Ray Data writes).
+
+    Output columns: the schema's id column (when declared and present), ``source_file``,
+    ``source_line``, ``prediction`` and, for classification, ``probability``. Rows that
+    break the schema are written to ``<output>.quarantine`` and counted, never dropped
+    silently.
+
+    Returns:
+        ``{"model", "rows": {"input", "predicted", "quarantined"}, "output", "quarantine"}``.
+    """
+    import ray
+
+    from raypipe.config import SchemaConfig, ValidationConfig
+    from raypipe.data import provenance as prov
+    from raypipe.data.ingest import ingest
+    from raypipe.pipeline import connect
+    from raypipe.serving.deploy import endpoint_settings
+    from raypipe.serving.request import InputSchema
+    from raypipe.registry import ModelRegistry
+
+    out_fmt = _format_of(output_uri, "--output")
+    settings = endpoint_settings(cfg, model, with_keys=False)
+    registry = ModelRegistry(settings["registry_uri"])
+    version = registry.get(settings["model_name"], settings["model"])
+    bundle = ModelBundle.load(registry.local_path(version.model, version.version))
+    inputs = InputSchema(bundle.schema)
+    schema = SchemaConfig(columns=inputs.columns, id=inputs.id_column, extra_columns="drop")
+    data = cfg.data.model_copy(update={
+        "source": _input_source(cfg, input_uri),
+        "schema_": schema,
+        "validation": ValidationConfig(max_invalid_fraction=1.0),
+    })
+    run_cfg = cfg.model_copy(update={"data": data})
+    connect(cfg, address)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    quarantine_uri = output_uri.rstrip("/") + ".quarantine"
+    result = ingest(run_cfg, quarantine_uri=quarantine_uri, state_uri=quarantine_uri + "-state")
+    keep = ([inputs.id_column] if inputs.id_column else []) + [prov.FILE, prov.LINE]
+    predicted = predict_dataset(bundle, result.dataset, keep=keep)
+    predicted = predicted.rename_columns({prov.FILE: "source_file", prov.LINE: "source_line"})
+    if out_fmt == "csv":
+        predicted = predicted.map_batches(_csv_ready, batch_format="pyarrow", batch_size=None)
+        predicted.write_csv(output_uri)
+    elif out_fmt == "parquet":
+        predicted.write_parquet(output_uri)
+    else:
+        predicted.write_json(output_uri)
+    counts = result.counts
+    return {
+        "model": {"name": version.model, "version": version.version},
+        "rows": {"input": counts["ingested"], "predicted": counts["valid"], "quarantined": counts["quarantined"]},
+        "output": output_uri,
+        "quarantine": result.quarantine_path,
+    }

@@ -55,6 +55,7 @@ class RunResult:
     model: dict[str, Any] | None = None
     promoted: bool = False
     gate: dict[str, Any] | None = None
+    watermarks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serializable form printed by ``raypipe run --json``."""
@@ -73,6 +74,9 @@ class RunResult:
             lines.extend(f"  {rule:<20} {n:>8,}" for rule, n in sorted(by_rule.items()))
             if self.quarantine.get("path"):
                 lines.append(f"  rows written to {self.quarantine['path']}")
+        for wm in self.watermarks:
+            moved = "committed" if wm["committed"] else "not committed"
+            lines.append(f"watermark {wm['source']}.{wm['column']}: {wm['previous']} -> {wm['current']} ({moved})")
         if self.features:
             lines.append(f"features ({len(self.features)})")
             for name, ftype in zip(self.features, self.feature_types):
@@ -82,6 +86,10 @@ class RunResult:
         if scalars:
             lines.append("test metrics")
             lines.extend(f"  {k:<12} {v:>10.4f}" for k, v in scalars.items())
+        cv = (self.metrics or {}).get("cv") or {}
+        if cv:
+            lines.append("cross-validation (mean ± std over folds)")
+            lines.extend(f"  {k:<16} {m['mean']:>8.4f} ± {m['std']:.4f}" for k, m in cv.items() if k.startswith("valid"))
         if self.model:
             lines.append(f"model {self.model['name']} version {self.model['version']}: {'promoted to champion' if self.promoted else 'not promoted'}")
         if self.gate:
@@ -185,6 +193,11 @@ class Pipeline:
                 state.stages_run.append(name)
                 if name == until:
                     break
+            if len(state.stages_run) == len(stages):
+                # Incremental sources move on only after the whole run succeeded: a
+                # failed or partial (--until) run reads the same rows again next time.
+                for watermark in state.watermarks:
+                    watermark.commit(run_id)
         except RaypipeError as exc:
             status, error = "failed", exc
             raise
@@ -236,6 +249,7 @@ class _RunState:
     model: dict[str, Any] | None = None
     promoted: bool = False
     gate: dict[str, Any] | None = None
+    watermarks: list[Any] = dataclasses.field(default_factory=list)
 
     def result(self, status: str) -> RunResult:
         return RunResult(
@@ -252,6 +266,7 @@ class _RunState:
             model=self.model,
             promoted=self.promoted,
             gate=self.gate,
+            watermarks=[w.to_dict() for w in self.watermarks],
         )
 
 
@@ -263,6 +278,7 @@ def _ingest(cfg: PipelineConfig, state: _RunState) -> None:
     result = ingest(cfg, quarantine_uri)
     state.dataset = result.dataset
     state.schema = result.schema
+    state.watermarks = result.watermarks
     counts = result.counts
     state.rows.update(ingested=counts["ingested"], valid=counts["valid"], quarantined=counts["quarantined"])
     state.quarantine = {
@@ -378,6 +394,20 @@ def _train(cfg: PipelineConfig, state: _RunState) -> None:
         state.evaluation["trials"] = tuned.trials
     else:
         state.training = train_xgboost(spec, state.transformed["train"], valid, run_name=state.run_id)
+    if cfg.evaluate.cv_folds:
+        from raypipe.train import cross_validate
+
+        # The chosen parameters (the best trial's when tuned), scored by k folds of the training split.
+        params = {**spec.params, **state.evaluation.get("tune", {}).get("best_params", {})}
+        cv = cross_validate(
+            dataclasses.replace(spec, params=params),
+            state.transformed["train"],
+            k=cfg.evaluate.cv_folds,
+            seed=cfg.data.split.seed,
+            run_name=f"{state.run_id}-cv",
+        )
+        state.evaluation["cross_validation"] = cv
+        state.metrics["cv"] = cv["metrics"]
     state.evaluation["history"] = state.training.history
     state.evaluation["best_iteration"] = state.training.best_iteration
     state.evaluation["num_workers"] = state.training.num_workers
@@ -455,7 +485,7 @@ def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:
         threshold = best_threshold(valid["y"], valid["scores"], metric="f1")
     bundle.threshold = float(threshold) if task == "binary_classification" else 0.5
     scored = _score(bundle, state.splits["test"], cfg)
-    state.metrics = {"test": scored["metrics"], "primary_metric": primary}
+    state.metrics.update({"test": scored["metrics"], "primary_metric": primary})
     if scored["slices"]:
         state.metrics["slices"] = scored["slices"]
     state.evaluation["test_rows_scored"] = scored["rows"]

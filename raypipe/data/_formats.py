@@ -34,6 +34,7 @@ __all__ = [
     "read_text_stream",
     "parse_lines",
     "read_json_buffer",
+    "read_records",
     "read_parquet_file",
     "files_of",
 ]
@@ -548,34 +549,48 @@ def _json_documents(text: str, path: str) -> Iterator[pa.Table]:
     else:
         whole = True
     if whole:
-        items = doc if isinstance(doc, list) else [doc]
-        good = [(i + 1, r) for i, r in enumerate(items) if isinstance(r, dict)]
-        bad = [
-            (i + 1, f"parse: element {i + 1} is a JSON {type(r).__name__}, expected an object", json.dumps(r))
-            for i, r in enumerate(items)
-            if not isinstance(r, dict)
-        ]
-    else:
-        stripped = text.lstrip()
-        if stripped.startswith("[") or (stripped.startswith("{") and "\n" in stripped and not _looks_like_lines(stripped)):
-            raise DataError(
-                f"data.source: {path}: not valid JSON ({_json_error(text)}). "
-                "Hint: 'json' accepts one object per line or a top-level array of objects."
-            )
-        good, bad = [], []
-        for i, line in enumerate(text.split("\n"), 1):
-            s = line.strip()
-            if not s:
-                continue
-            try:
-                obj = json.loads(s)
-            except ValueError as exc:
-                bad.append((i, f"parse: {exc}", line))
-                continue
-            if isinstance(obj, dict):
-                good.append((i, obj))
-            else:
-                bad.append((i, f"parse: a JSON {type(obj).__name__}, expected an object", line))
+        yield from read_records(doc if isinstance(doc, list) else [doc], path)
+        return
+    stripped = text.lstrip()
+    if stripped.startswith("[") or (stripped.startswith("{") and "\n" in stripped and not _looks_like_lines(stripped)):
+        raise DataError(
+            f"data.source: {path}: not valid JSON ({_json_error(text)}). "
+            "Hint: 'json' accepts one object per line or a top-level array of objects."
+        )
+    good, bad = [], []
+    for i, line in enumerate(text.split("\n"), 1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            obj = json.loads(s)
+        except ValueError as exc:
+            bad.append((i, f"parse: {exc}", line))
+            continue
+        if isinstance(obj, dict):
+            good.append((i, obj))
+        else:
+            bad.append((i, f"parse: a JSON {type(obj).__name__}, expected an object", line))
+    yield from _rows_and_errors(good, bad, path)
+
+
+def read_records(items: Sequence[Any], path: str) -> Iterator[pa.Table]:
+    """Already-decoded JSON values (a JSON array, a page of an API) as rows.
+
+    Each object becomes a row numbered by its 1-based position in ``items``; any
+    other value (a number, a list) becomes an error row ``parse: ...`` for the
+    quarantine.
+    """
+    good = [(i + 1, r) for i, r in enumerate(items) if isinstance(r, dict)]
+    bad = [
+        (i + 1, f"parse: element {i + 1} is a JSON {type(r).__name__}, expected an object", json.dumps(r))
+        for i, r in enumerate(items)
+        if not isinstance(r, dict)
+    ]
+    yield from _rows_and_errors(good, bad, path)
+
+
+def _rows_and_errors(good: list[tuple[int, dict]], bad: list[tuple[int, str, str]], path: str) -> Iterator[pa.Table]:
     schema: Any = []
     if good:
         table = _records_table([r for _, r in good])

@@ -32,6 +32,7 @@ from raypipe.data import provenance as prov
 from raypipe.data.sources import read_source, source_name, unwrap_task_errors
 from raypipe.data.split import SplitResult, split_dataset
 from raypipe.data.validate import BatchValidator, infer_schema, quarantine_schema, schema_from_inferred
+from raypipe.data.watermark import Watermark, watermark_session
 from raypipe.errors import DataError, StageError, ValidationError
 
 __all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "QUARANTINE_RECORD"]
@@ -56,12 +57,15 @@ class IngestResult:
             row was quarantined.
         schema: the schema validated against (inferred from a sample when
             ``data.schema.columns`` is empty).
+        watermarks: the pending watermarks of incremental sources; commit them
+            (:meth:`raypipe.data.watermark.Watermark.commit`) once the run succeeded.
     """
 
     dataset: ray.data.Dataset
     counts: dict[str, Any]
     quarantine_path: str | None
     schema: SchemaConfig = field(default_factory=SchemaConfig)
+    watermarks: list[Watermark] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- the one pass
@@ -129,7 +133,7 @@ def _prepare_quarantine_dir(uri: str) -> tuple[str, Any]:
     return uri, SaveMode.OVERWRITE
 
 
-def ingest(cfg: PipelineConfig, quarantine_uri: str) -> IngestResult:
+def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = None) -> IngestResult:
     """Read ``cfg.data.source``, validate every row, quarantine the rest, count.
 
     Args:
@@ -137,6 +141,9 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str) -> IngestResult:
         quarantine_uri: folder (local or pyarrow/fsspec URI) for quarantine records;
             written only when a row is quarantined. An earlier quarantine there (only
             Parquet files) is replaced.
+        state_uri: folder of the watermarks of incremental sources without their
+            own ``state_uri`` (default ``<output.uri>/state/<name>``). They are read
+            here and returned pending in ``watermarks``, never committed here.
 
     Returns:
         An :class:`IngestResult`.
@@ -151,8 +158,10 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str) -> IngestResult:
     """
     data = cfg.data
     name = source_name(data.source)
+    state_uri = state_uri or f"{cfg.output.uri.rstrip('/')}/state/{cfg.name}"
     with unwrap_task_errors("ingest"):
-        raw = read_source(data.source)
+        with watermark_session(state_uri) as session:
+            raw = read_source(data.source)
         schema, missing = data.schema_, "error"
         if not schema.columns:
             # Types come from the first rows; files lacking a column read it as missing.
@@ -163,6 +172,10 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str) -> IngestResult:
         ).materialize()
         ingested = stream.count()
         if ingested == 0:
+            started = [w for w in session.watermarks if w.previous is not None]
+            if started:
+                above = ", ".join(f"{w.source}: {w.column} > {w.previous!r}" for w in started)
+                raise DataError(f"data.source: {name}: no rows above the committed watermark ({above}); nothing new to ingest.")
             raise DataError(f"data.source: {name}: no rows were read. Hint: check the paths, table or query.")
         is_record = col(QUARANTINE_RECORD).is_not_null()
         quarantine = stream.filter(expr=is_record).select_columns([QUARANTINE_RECORD])
@@ -197,7 +210,7 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str) -> IngestResult:
             f"more than the {limit:.2%} allowed. By rule: {rules}. Quarantined rows: {path}. "
             "Hint: read the quarantine to fix the data or the schema, or raise max_invalid_fraction."
         )
-    return IngestResult(valid, counts, path, schema)
+    return IngestResult(valid, counts, path, schema, session.watermarks)
 
 
 def split(cfg: PipelineConfig, ds: ray.data.Dataset, keep_provenance: bool = False) -> SplitResult:

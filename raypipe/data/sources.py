@@ -15,8 +15,13 @@ csv        :class:`CsvDatasource` (pyarrow streaming CSV, all columns as strings
 parquet    :class:`ParquetRowsDatasource` (pyarrow ``ParquetFile.iter_batches``, row numbers)
 json/jsonl :class:`JsonDatasource` (pyarrow JSON Lines; top-level arrays; bad lines kept)
 text       :class:`TextDatasource` (lines, then vectorized ``extract_regex``)
-sql        ``ray.data.read_sql`` over sqlite3 / psycopg / pymysql; the URL's password
-           never appears in messages
+sql        :class:`SqlDatasource` over sqlite3 / psycopg / pymysql: one read task per
+           range partition of ``partition.column``, rows streamed in blocks;
+           ``incremental`` reads only rows above the committed watermark (see
+           :mod:`raypipe.data.watermark`); the password never appears in messages
+api        :class:`ApiDatasource`: JSON pages with retries, backoff and a rate limit
+           (:mod:`raypipe.data._api`); numbered pages with a known total are read by
+           parallel tasks
 union      the sources' datasets stacked; validation aligns their columns by name
 =========  ===============================================================================
 
@@ -33,6 +38,7 @@ work inside :func:`unwrap_task_errors` to get the plain error back.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import glob
 import os
 import re
@@ -43,7 +49,7 @@ from typing import Any
 
 import pyarrow as pa
 import ray
-from ray.data.datasource import FileBasedDatasource
+from ray.data.datasource import Datasource, FileBasedDatasource
 
 from raypipe.data import provenance as prov
 from raypipe.data._formats import (
@@ -66,6 +72,8 @@ __all__ = [
     "ParquetRowsDatasource",
     "JsonDatasource",
     "TextDatasource",
+    "SqlDatasource",
+    "ApiDatasource",
     "mask_url",
     "original_task_errors",
     "unwrap_task_errors",
@@ -104,8 +112,10 @@ def read_source(source: Any) -> ray.data.Dataset:
 
     Args:
         source: a :class:`raypipe.config.CsvSource`, ``ParquetSource``, ``JsonSource``,
-            ``TextSource``, ``SqlSource`` or ``UnionSource`` (or any model whose
-            ``type`` was registered).
+            ``TextSource``, ``SqlSource``, ``ApiSource`` or ``UnionSource`` (or any
+            model whose ``type`` was registered). An incremental SQL source read
+            inside a :func:`raypipe.data.watermark.watermark_session` records its
+            pending watermark there.
 
     Returns:
         The rows, with ``rename`` then ``columns`` applied, plus the reader columns.
@@ -113,8 +123,9 @@ def read_source(source: Any) -> ray.data.Dataset:
 
     Raises:
         ConfigError: the source type is unknown.
-        DataError: a path matches no file, a database cannot be reached, a table
-            or query fails (checked on the driver before any task runs).
+        DataError: a path matches no file, a database or API cannot be reached, a
+            table, column or query fails, an API answers with an error (checked on
+            the driver before any task runs where possible).
         SchemaError: a selected column is missing (raised when the data is read).
     """
     reader = _READERS.get(source.type)
@@ -396,63 +407,6 @@ def _scrub(text: str, secret: str | None) -> str:
     return text
 
 
-class _SqliteCursor:
-    """DB-API cursor proxy: a SQLite column mixing types (1 and 'x') comes back as text.
-
-    SQLite lets any cell hold any type; Arrow needs one type per column, and the
-    quarantine should see the odd value rather than the whole read failing.
-    """
-
-    def __init__(self, cursor: Any):
-        self._cursor = cursor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-    def execute(self, *args: Any) -> Any:
-        return self._cursor.execute(*args)
-
-    def executemany(self, *args: Any) -> Any:
-        return self._cursor.executemany(*args)
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    @property
-    def description(self) -> Any:
-        return self._cursor.description
-
-    def fetchall(self) -> list[tuple]:
-        rows = self._cursor.fetchall()
-        if not rows:
-            return rows
-        columns = list(zip(*rows))
-        changed = False
-        for i, values in enumerate(columns):
-            kinds = {type(v) for v in values if v is not None}
-            if len(kinds) > 1 and not kinds <= {int, float}:
-                columns[i] = tuple(None if v is None else v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values)
-                changed = True
-        return list(zip(*columns)) if changed else rows
-
-
-class _SqliteConnection:
-    def __init__(self, conn: Any):
-        self._conn = conn
-
-    def cursor(self) -> _SqliteCursor:
-        return _SqliteCursor(self._conn.cursor())
-
-    def commit(self) -> None:
-        self._conn.commit()
-
-    def rollback(self) -> None:
-        self._conn.rollback()
-
-    def close(self) -> None:
-        self._conn.close()
-
-
 class _Connect:
     """A picklable DB-API connection factory; its repr never shows the password."""
 
@@ -470,7 +424,7 @@ class _Connect:
             import sqlite3
 
             uri = "file:" + urllib.parse.quote(self._params["path"]) + "?mode=ro"
-            return _SqliteConnection(sqlite3.connect(uri, uri=True))
+            return sqlite3.connect(uri, uri=True)
         if self.kind == "postgresql":
             try:
                 import psycopg
@@ -485,8 +439,22 @@ class _Connect:
             raise DataError(f"data.source.url: {self.masked}: MySQL needs pymysql. Hint: pip install 'raypipe[mysql]'.") from exc
         return pymysql.connect(**self._params)
 
+    def streaming_cursor(self, conn: Any) -> Any:
+        """A cursor that fetches from the server as it is read, not the whole result at execute."""
+        if self.kind == "postgresql":
+            return conn.cursor(name=f"raypipe_{os.getpid()}_{id(conn)}")
+        if self.kind == "mysql":
+            import pymysql.cursors
 
-def _connector(url: str) -> _Connect:
+            return conn.cursor(pymysql.cursors.SSCursor)
+        return conn.cursor()
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a driver's error message) with the password masked."""
+        return _scrub(str(text).strip(), self._secret)
+
+
+def _connector(url: str, password_env: str | None = None) -> _Connect:
     masked = mask_url(url)
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower().split("+", 1)[0]
@@ -501,6 +469,13 @@ def _connector(url: str) -> _Connect:
             )
         return _Connect("sqlite", masked, {"path": path}, None)
     password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    if password_env is not None:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise ConfigError(
+                f"data.source.password_env: environment variable {password_env} is not set. "
+                f"Hint: export {password_env}=... (the password of {masked})."
+            )
     query = dict(urllib.parse.parse_qsl(parts.query))
     if scheme in ("postgresql", "postgres"):
         params: dict[str, Any] = {
@@ -534,37 +509,122 @@ def _connector(url: str) -> _Connect:
     )
 
 
-def _probe(connect: _Connect, sql: str, table: str | None) -> list[str]:
-    """Run the statement with LIMIT 0 on the driver: clear errors before any task starts."""
+@contextmanager
+def _cursor(connect: _Connect) -> Iterator[Any]:
+    """A cursor on a fresh connection, closed after; a failed connection is a clear DataError."""
     try:
         conn = connect()
     except DataError:
         raise
     except Exception as exc:  # each driver has its own exception tree
         raise DataError(
-            f"data.source.url: cannot connect to {connect.masked} ({_scrub(str(exc).strip(), connect._secret)}). "
+            f"data.source.url: cannot connect to {connect.masked} ({connect.scrub(exc)}). "
             "Hint: is the server running and reachable from every Ray node? Check host, port, user and "
             "the password in the environment."
         ) from None
     try:
-        cursor = conn.cursor()
-        probe = f"SELECT * FROM {table} LIMIT 0" if table else f"SELECT * FROM ({sql}) AS _rp_probe LIMIT 0"
-        cursor.execute(probe)
-        names = [d[0] for d in cursor.description or []]
-    except Exception as exc:
-        message = _scrub(str(exc).strip(), connect._secret)
-        if table:
-            raise DataError(
-                f"data.source.table: cannot read table '{table}' from {connect.masked} ({message}). "
-                "Hint: check the table name and the user's privileges."
-            ) from None
-        raise DataError(f"data.source.query: the query failed on {connect.masked} ({message}). Hint: run it in a SQL client.") from None
+        yield conn.cursor()
     finally:
         try:
             conn.close()
         except Exception:
             pass
+
+
+def _probe(connect: _Connect, sql: str, table: str | None) -> list[str]:
+    """Run the statement with LIMIT 0 on the driver: clear errors before any task starts."""
+    with _cursor(connect) as cursor:
+        try:
+            probe = f"SELECT * FROM {table} LIMIT 0" if table else f"SELECT * FROM ({sql}) AS _rp_probe LIMIT 0"
+            cursor.execute(probe)
+            names = [d[0] for d in cursor.description or []]
+        except Exception as exc:
+            message = connect.scrub(exc)
+            if table:
+                raise DataError(
+                    f"data.source.table: cannot read table '{table}' from {connect.masked} ({message}). "
+                    "Hint: check the table name and the user's privileges."
+                ) from None
+            raise DataError(f"data.source.query: the query failed on {connect.masked} ({message}). Hint: run it in a SQL client.") from None
     return names
+
+
+def _fetch_one(connect: _Connect, sql: str, where: str) -> tuple:
+    """The first row of a planning query (bounds, watermark) run on the driver."""
+    with _cursor(connect) as cursor:
+        try:
+            cursor.execute(sql)
+            return tuple(cursor.fetchone() or ())
+        except Exception as exc:
+            raise DataError(f"{where}: the query {sql!r} failed on {connect.masked} ({connect.scrub(exc)}).") from None
+
+
+def _read_query(connect: _Connect, sql: str, fetch_rows: int) -> Iterator[pa.Table]:
+    """One SQL read task: stream the rows of ``sql`` in blocks of ``fetch_rows``."""
+    from raypipe.data._sql import rows_to_table
+
+    try:
+        conn = connect()
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"data.source.url: cannot connect to {connect.masked} ({connect.scrub(exc)}).") from None
+    try:
+        cursor = connect.streaming_cursor(conn)
+        cursor.execute(sql)
+        names = [d[0] for d in cursor.description]
+        while True:
+            rows = cursor.fetchmany(fetch_rows)
+            if not rows:
+                break
+            yield rows_to_table(names, rows)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"data.source: reading {connect.masked} failed ({connect.scrub(exc)}; query: {sql}).") from None
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+class SqlDatasource(Datasource):
+    """A SQL read as Ray read tasks: one per query (the partitions of a range-partitioned read).
+
+    Each task opens its own connection and streams its rows in blocks of
+    ``fetch_rows`` (server-side cursors on PostgreSQL and MySQL), so no partition
+    has to fit in memory at once. Ray's ``read_sql`` shards by
+    ``MOD(ABS(MD5(key)), n)`` instead, which PostgreSQL rejects (``MD5`` returns
+    text) and which makes every task scan the whole table; ranges of one column
+    let the database use its index.
+
+    Args:
+        connect: the connection factory (see :func:`_connector`).
+        queries: the SELECT statements; their rows together are the dataset.
+        fetch_rows: rows per fetch and per block.
+    """
+
+    def __init__(self, connect: _Connect, queries: list[str], fetch_rows: int = 50_000):
+        self._connect = connect
+        self._queries = list(queries)
+        self._fetch_rows = fetch_rows
+
+    def get_name(self) -> str:
+        return "SQL"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None) -> list[Any]:
+        from ray.data.block import BlockMetadata
+        from ray.data.datasource import ReadTask
+
+        meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+        return [
+            ReadTask(functools.partial(_read_query, self._connect, sql, self._fetch_rows), meta, per_task_row_limit=per_task_row_limit)
+            for sql in self._queries
+        ]
 
 
 class _SqlProvenance:
@@ -578,10 +638,92 @@ class _SqlProvenance:
         return self.colmap.apply(prov.with_provenance(table, self.origin, None), self.origin)
 
 
+def _db_column(names: list[str], wanted: str, where: str, origin: str) -> str:
+    """The database's spelling of a configured column (PostgreSQL folds unquoted names to lower case)."""
+    if wanted in names:
+        return wanted
+    folded = [n for n in names if n.lower() == wanted.lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise DataError(
+        f"{where}: {origin} has no column '{wanted}' (its columns: {', '.join(names)}).{did_you_mean(wanted, names)}"
+    )
+
+
+def _pending_watermark(source: Any) -> Any:
+    """The watermark an incremental read starts above: the committed one, else ``start``.
+
+    Inside a :func:`raypipe.data.watermark.watermark_session` the state folder
+    defaults to the session's; without a state file (no ``state_uri``, no session)
+    the read starts at ``start`` and nothing is recorded for commit.
+    """
+    from raypipe.data import watermark as wmk
+
+    inc = source.incremental
+    session = wmk.current_session()
+    state_dir = inc.state_uri or (session.state_dir if session else None)
+    path = wmk.state_file(state_dir, source_name(source)) if state_dir else None
+    previous = wmk.read_watermark(path, inc.column) if path else None
+    return wmk.Watermark(source_name(source), inc.column, inc.start if previous is None else previous, None, path)
+
+
+def _sql_plan(source: Any, connect: _Connect, query: str | None, names: list[str], origin: str) -> list[str]:
+    """The SELECT statements of a read: one per partition, each within the incremental window.
+
+    One planning query on the driver takes what the config does not give: the
+    partition column's MIN/MAX and the watermark column's MAX, both over the rows
+    above the committed watermark.
+    """
+    from raypipe.data import _sql
+    from raypipe.data.watermark import current_session, encode_value
+
+    kind, table, inc, part = connect.kind, source.table, source.incremental, source.partition
+    lit = functools.partial(_sql.sql_literal, kind=kind)
+    window: list[str | None] = []
+    stats: list[str] = []
+    if inc is not None:
+        wcol = _sql.quote_identifier(_db_column(names, inc.column, "data.source.incremental.column", origin), kind)
+        pending = _pending_watermark(source)
+        if pending.previous is not None:
+            window.append(f"{wcol} > {lit(pending.previous)}")
+    if part is not None:
+        pcol = _sql.quote_identifier(_db_column(names, part.column, "data.source.partition.column", origin), kind)
+        stats += [f"MIN({pcol})"] if part.lower is None else []
+        stats += [f"MAX({pcol})"] if part.upper is None else []
+    if inc is not None:
+        stats.append(f"MAX({wcol})")
+    row = list(_fetch_one(connect, _sql.select(table, query, window, ", ".join(stats)), "data.source")) if stats else []
+    if inc is not None:
+        pending.current = row.pop()
+        if pending.current is not None:
+            try:
+                encode_value(pending.current)
+            except TypeError as exc:
+                raise DataError(f"data.source.incremental.column: {origin}: {exc}.") from None
+        # Rows above the maximum taken now arrive after the plan: the next run reads them.
+        window.append(f"{wcol} <= {lit(pending.current)}" if pending.current is not None else "1 = 0")
+        session = current_session()
+        if session is not None and pending.path is not None:
+            session.add(pending)
+    conditions: list[str | None] = [None]
+    if part is not None:
+        lower = part.lower if part.lower is not None else row.pop(0)
+        upper = part.upper if part.upper is not None else row.pop(0)
+        try:
+            cuts = _sql.split_range(lower, upper, part.num_partitions)
+        except TypeError as exc:
+            raise DataError(
+                f"data.source.partition.column: {origin}: {exc}. Hint: partition by a numeric, date or timestamp column."
+            ) from None
+        conditions = _sql.range_conditions(pcol, cuts, kind)
+    return [_sql.select(table, query, [*window, cond]) for cond in conditions]
+
+
 @register_source("sql")
 def _read_sql(source: Any) -> ray.data.Dataset:
-    connect = _connector(source.url)
-    sql = f"SELECT * FROM {source.table}" if source.table else source.query.strip().rstrip(";").strip()
+    connect = _connector(source.url, source.password_env)
+    query = source.query.strip().rstrip(";").strip() if source.query else None
+    sql = f"SELECT * FROM {source.table}" if source.table else query
     names = _probe(connect, sql, source.table)
     colmap = ColumnMap.of(source)
     renamed = [colmap.rename.get(n, n) for n in names]
@@ -591,6 +733,107 @@ def _read_sql(source: Any) -> ray.data.Dataset:
             raise SchemaError(
                 f"data.source: {origin}: column '{col}' is missing (query columns: {', '.join(renamed)}).{did_you_mean(col, renamed)}"
             )
-    ds = ray.data.read_sql(sql, connect)
+    queries = _sql_plan(source, connect, query, names, origin)
+    # One block stream per query: without this Ray splits each task's output into
+    # hundreds of tiny blocks (it cannot estimate the size) and stops fusing the
+    # provenance step into the read.
+    ds = ray.data.read_datasource(SqlDatasource(connect, queries), override_num_blocks=len(queries))
     return ds.map_batches(_SqlProvenance(origin, colmap), batch_format="pyarrow", batch_size=None, zero_copy_batch=True)
 
+
+# --------------------------------------------------------------------------- HTTP APIs
+
+
+def _api_pages(source: Any, client: Any, first: Any, numbers: range | None) -> Iterator[pa.Table]:
+    """One API read task: ``first`` (already fetched) if given, then the pages numbered
+    ``numbers``, or with ``numbers`` None the pages after ``first``, one by one."""
+    from raypipe.data import _api
+    from raypipe.data._formats import read_records
+
+    if first is not None:
+        yield from read_records(first.records, first.url)
+    if numbers is None:
+        pages = _api.following_pages(client, source, first)
+    else:
+        pages = _api.numbered_pages(client, source, numbers)
+    for page in pages:
+        yield from read_records(page.records, page.url)
+
+
+class ApiDatasource(Datasource):
+    """A JSON API read as Ray read tasks (see :mod:`raypipe.data._api` for requests and pagination).
+
+    The first page is requested when the datasource is made, on the driver: a bad
+    URL, token or ``records_path`` fails before any task starts, and the first
+    response tells how many pages there are. Page-numbered pages with a known
+    total are addressable: they are split into ``concurrency`` contiguous runs, one
+    read task each, sharing ``rate_limit_per_s`` equally. Other pagination follows
+    the API from one response to the next in a single task.
+
+    Args:
+        source: the :class:`raypipe.config.ApiSource`.
+        token: its token (from :func:`raypipe.data._api.resolve_token`), or None.
+    """
+
+    def __init__(self, source: Any, token: str | None = None):
+        from raypipe.data import _api
+
+        self._source = source
+        self._token = token
+        self._first = _api.first_page(_api.ApiClient(source, token), source)
+        self._pages = _api.page_count(source, self._first)
+
+    @property
+    def num_tasks(self) -> int:
+        """How many read tasks :meth:`get_read_tasks` makes."""
+        if self._pages is None:
+            return 1
+        return 1 + min(self._source.concurrency, self._pages - 1)
+
+    def get_name(self) -> str:
+        return "API"
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None, data_context: Any = None) -> list[Any]:
+        from ray.data.block import BlockMetadata
+        from ray.data.datasource import ReadTask
+
+        from raypipe.data import _api
+
+        src, first = self._source, self._first
+        meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+
+        def task(client: Any, page: Any, numbers: range | None) -> Any:
+            return ReadTask(functools.partial(_api_pages, src, client, page, numbers), meta, per_task_row_limit=per_task_row_limit)
+
+        if self._pages is None:
+            return [task(_api.ApiClient(src, self._token), first, None)]
+        start = src.pagination.start_page
+        rest = range(start + 1, start + self._pages)
+        runs = min(src.concurrency, len(rest))
+        # The first page is already here: one task hands it over without a request.
+        tasks = [task(None, first, range(0))]
+        share = src.rate_limit_per_s / runs if src.rate_limit_per_s and runs else None
+        for i in range(runs):
+            lo, hi = rest.start + len(rest) * i // runs, rest.start + len(rest) * (i + 1) // runs
+            tasks.append(task(_api.ApiClient(src, self._token, rate_per_s=share), None, range(lo, hi)))
+        return tasks
+
+
+@register_source("api")
+def _read_api(source: Any) -> ray.data.Dataset:
+    from raypipe.data._api import resolve_token
+
+    datasource = ApiDatasource(source, resolve_token(source))
+    # As for SQL: one block stream per read task, not hundreds of split blocks.
+    return _finish(ray.data.read_datasource(datasource, override_num_blocks=datasource.num_tasks), source)
+
+
+@register_source("stream")
+def _read_stream(source: Any) -> ray.data.Dataset:
+    # What `raypipe ingest-stream` has landed (raypipe.streams.source).
+    from raypipe.streams.source import read_landing_zone
+
+    return read_landing_zone(source)

@@ -134,6 +134,11 @@ def render_html(report: dict[str, Any]) -> str:
     for column, values in slices.items():
         rows = [{"value": v, **{k: m.get(k) for k in m if not isinstance(m.get(k), (list, dict))}} for v, m in values.items()]
         parts.append(f"<h2>Slices by {_esc(column)}</h2>" + _table(rows))
+    cv = ev.get("cross_validation") or {}
+    if cv:
+        parts.append(f"<h2>Cross-validation ({cv['k']} folds, {cv['concurrency']} at once)</h2>")
+        parts.append(_table([{"metric": k, "mean": m["mean"], "std": m["std"]} for k, m in cv["metrics"].items()]))
+        parts.append(_table([{"fold": f["fold"], "best_iteration": f["best_iteration"], **f["metrics"]} for f in cv["folds"]]))
     trials = ev.get("trials") or []
     if trials:
         parts.append("<h2>Tuning trials</h2>" + _table(trials))

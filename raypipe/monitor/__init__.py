@@ -1,1 +1,3 @@
-"""Monitoring: the training reference profile (drift statistics and monitor actors follow)."""
+"""Monitoring: the training reference profile (``profile``), the pure drift, data-quality and
+live-performance statistics of a window (``drift``) and the windowing of the logged stream
+(``window``); the monitor actors follow."""

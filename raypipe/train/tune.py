@@ -162,7 +162,7 @@ def tune_xgboost(
 
     Raises:
         ConfigError: invalid spec or search space, ``search: optuna`` without
-            optuna, a grid with optuna, ``cv_folds`` set, no validation set,
+            optuna, a grid with optuna, no validation set,
             the experiment directory exists.
         TrainingError: every trial failed, or none trained to its end.
 
@@ -173,12 +173,6 @@ def tune_xgboost(
     started = time.perf_counter()
     check_spec(spec)
     _require_ray()
-    if tune_cfg.cv_folds is not None:
-        raise ConfigError(
-            f"tune.cv_folds: cross-validated trials are not supported yet, got "
-            f"{tune_cfg.cv_folds}. Hint: leave tune.cv_folds out; trials are scored "
-            "on the validation split."
-        )
     if valid is None:
         raise ConfigError(
             "tune: expected a validation set to score the trials on, got none. Hint: "

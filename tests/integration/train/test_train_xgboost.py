@@ -22,7 +22,7 @@ import ray.data
 
 import raypipe.errors
 from raypipe.errors import ConfigError, SchemaError
-from raypipe.train import TrainingError, TrainResult, TrainSpec, cross_validate, train_xgboost
+from raypipe.train import TrainingError, TrainResult, TrainSpec, train_xgboost
 from raypipe.train.cross_validation import fold_of
 from raypipe.train.spec import check_spec
 from raypipe.train.xgboost_trainer import FAULT_ENV
@@ -303,22 +303,3 @@ def test_worker_killed_without_retries_raises_training_error(ray_cluster, storag
                  early_stopping_rounds=None, max_failures=0)
     with pytest.raises(TrainingError, match=r"train\[no-retry\]: expected XGBoost training on 1 worker"):
         train_xgboost(spec, _dataset(cols), _dataset(cols), "no-retry")
-
-
-def test_cross_validate(ray_cluster, storage):
-    cols = _frame("binary_classification", 3000, 10)
-    spec = _spec("binary_classification", storage, num_workers="auto", num_boost_round=50)
-    started = time.perf_counter()
-    cv = cross_validate(spec, _dataset(cols), k=2, seed=0, run_name="cv")
-    print(f"\n[timing] cross_validate k=2: {time.perf_counter() - started:.1f}s wall, "
-          f"concurrency {cv['concurrency']}")
-    assert cv["k"] == 2 and len(cv["folds"]) == 2
-    assert cv["concurrency"] == 2  # both folds at once on 2 CPUs
-    assert cv["num_workers_per_fold"] == 1
-    expected_valid = np.bincount(fold_of([cols[c] for c in ["y", *FEATURES]], 2, 0), minlength=2)
-    assert [f["rows"]["valid"] for f in cv["folds"]] == expected_valid.tolist()
-    assert all(f["rows"]["train"] + f["rows"]["valid"] == 3000 for f in cv["folds"])
-    aucs = [f["metrics"]["valid-auc"] for f in cv["folds"]]
-    assert cv["metrics"]["valid-auc"]["mean"] == pytest.approx(np.mean(aucs))
-    assert cv["metrics"]["valid-auc"]["std"] == pytest.approx(np.std(aucs))
-    assert cv["metrics"]["valid-auc"]["mean"] > 0.85

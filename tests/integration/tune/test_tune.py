@@ -271,7 +271,6 @@ def test_optuna_search_needs_optuna(ray_cluster, storage, data, fifo):
         ({"eta": {"type": "loguniform", "low": 0, "high": 1}}, {}, r"tune\.search_space\.eta: loguniform expected 0 < low"),
         ({"objective": {"type": "choice", "values": ["reg:squarederror"]}}, {}, r"tune\.search_space\.objective: .*binary:"),
         ({}, {}, r"tune\.search_space: expected at least one"),
-        ({"eta": {"type": "uniform", "low": 0.1, "high": 0.3}}, {"cv_folds": 3}, r"tune\.cv_folds: "),
         ({"eta": {"type": "grid", "values": [0.1, 0.3]}}, {"search": "optuna"}, r"tune\.(search|search_space\.eta): "),
     ],
 )

@@ -1,0 +1,332 @@
+"""The HTTP endpoint on Ray Serve, over real loopback HTTP, against a registry trained here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from raypipe import Pipeline
+from raypipe.config import load_config
+from raypipe.registry import ModelRegistry
+
+ROOT = Path(__file__).resolve().parents[3]
+KEY = "test-key-0123456789"
+COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
+           "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income"]
+INTS = {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, ray_cluster):
+    """Quickstart (test profile) trained into a fresh registry, a copy registered as version 2
+    (not promoted), and the endpoint deployed with API keys and fast autoscaling."""
+    from ray import serve
+
+    from raypipe.serving import serve_model
+
+    base = tmp_path_factory.mktemp("serving")
+    os.environ["RAYPIPE_TEST_KEYS"] = f"{KEY},other-key"
+    overrides = [
+        f"registry.uri={base}/registry", f"output.uri={base}/runs", "model.training.num_workers=1",
+        f"serve.http.port={_free_port()}", "serve.auth.api_keys_env=RAYPIPE_TEST_KEYS",
+        "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1", "serve.max_ongoing_requests=8",
+        "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=3",
+        "serve.autoscaling.target_ongoing_requests=1", "serve.autoscaling.upscale_delay_s=1",
+        "serve.autoscaling.downscale_delay_s=3", "serve.max_instances=500",
+    ]
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        Pipeline.from_yaml("configs/quickstart.yaml", profile="test", overrides=overrides).run()
+        cfg = load_config("configs/quickstart.yaml", profile="test", overrides=overrides)
+    finally:
+        os.chdir(cwd)
+    registry = ModelRegistry(f"{base}/registry")
+    v1 = registry.local_path("adult-income", 1)
+    copy = base / "v2"
+    shutil.copytree(v1, copy, ignore=shutil.ignore_patterns("version.json"))
+    registry.register("adult-income", copy, metrics={"roc_auc": 0.9}, run_id="copy-of-v1")
+    info = serve_model(cfg)
+    yield cfg, registry, info["url"], base
+    serve.delete(cfg.name)
+
+
+def _post(url: str, body, key: str | None = KEY, **kw) -> requests.Response:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(url + "/predict", data=data, headers=headers, timeout=30, **kw)
+
+
+def _adult_rows(n: int) -> list[dict]:
+    """The first n rows of adult.test as an application would send them: typed, '?' as null."""
+    table = pacsv.read_csv(ROOT / "data/adult/adult.test", read_options=pacsv.ReadOptions(column_names=COLUMNS))
+    rows = []
+    for rec in table.slice(0, n).to_pylist():
+        row = {}
+        for k, v in rec.items():
+            if k == "income":
+                continue
+            v = v.strip() if isinstance(v, str) else v
+            row[k] = None if v == "?" else (int(v) if k in INTS else v)
+        rows.append(row)
+    return rows
+
+
+def test_http_predictions_equal_batch_predict(served, tmp_path):
+    cfg, _, url, _ = served
+    rows = _adult_rows(300)
+    # Row-wise for the first half, columnar for the second: both are the same rows.
+    first = _post(url, {"instances": rows[:150]})
+    names = list(rows[0])
+    second = _post(url, {"columns": names, "data": [[r[c] for c in names] for r in rows[150:]]})
+    assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
+    http = first.json()["probabilities"] + second.json()["probabilities"]
+    assert first.json()["model"] == {"name": "adult-income", "version": 1}
+    assert len(set(first.json()["prediction_ids"] + second.json()["prediction_ids"])) == 300
+
+    # The same rows through `raypipe predict` (the file in adult.test's own format).
+    src = (ROOT / "data/adult/adult.test").read_text().splitlines()[:300]
+    (tmp_path / "rows.csv").write_text("\n".join(src) + "\n")
+    from raypipe.inference import batch_predict
+
+    result = batch_predict(cfg, str(tmp_path / "rows.csv"), str(tmp_path / "out.parquet"))
+    assert result["rows"] == {"input": 300, "predicted": 300, "quarantined": 0}
+    out = pq.read_table(tmp_path / "out.parquet").sort_by("source_line")
+    assert out.column("source_line").to_pylist() == list(range(1, 301))
+    assert np.array_equal(np.asarray(http), out.column("probability").to_numpy())  # bit for bit
+    assert first.json()["predictions"] == out.column("prediction").to_pylist()[:150]
+
+
+def test_auth_and_error_format(served):
+    _, _, url, _ = served
+    row = _adult_rows(1)
+    assert _post(url, {"instances": row}, key=None).status_code == 401
+    r = _post(url, {"instances": row}, key="wrong")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert r.json()["error"]["type"] == "unauthorized"
+    assert _post(url, {"instances": row}, key="other-key").status_code == 200
+    r = requests.post(url + "/predict", data="age=3", headers={"Authorization": f"Bearer {KEY}", "Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["type"] == "unsupported_media_type"
+    assert _post(url, b'{"instances": [').status_code == 400
+    assert _post(url, b"x" * 1_000_001).status_code == 413
+    assert _post(url, {"instances": row * 501}).status_code == 413
+    r = _post(url, {"instances": [dict(row[0], age=7, sex="Robot")]})
+    assert r.status_code == 422
+    assert {d["field"]: d["expected"] for d in r.json()["error"]["details"]} == {
+        "instances[0].age": ">= 17", "instances[0].sex": "one of ['Female', 'Male']"}
+    r = requests.get(url + "/nope", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found"
+    assert requests.get(url + "/predict", timeout=10).status_code == 405
+    assert requests.get(url + "/healthz", timeout=10).json() == {"status": "ok"}
+    assert requests.get(url + "/readyz", timeout=10).status_code == 200
+    assert requests.get(url + "/model", timeout=10).status_code == 401
+    model = requests.get(url + "/model", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+    assert model["version"] == 1 and model["task"] == "binary_classification" and model["lineage_id"]
+    spec = requests.get(url + "/openapi.json", timeout=10).json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    instance = body["oneOf"][0]["properties"]["instances"]["items"]
+    assert instance["properties"]["age"] == {"type": "integer", "minimum": 17, "maximum": 100}
+    assert "income" not in instance["properties"] and "workclass" not in instance["required"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=10,
+)
+fields = st.sampled_from(COLUMNS + ["", "AGE", "__proto__"])
+payloads = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"instances": st.lists(st.dictionaries(fields, json_values, max_size=15) | json_values, max_size=4)})
+    .map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({"columns": st.lists(fields, max_size=15), "data": st.lists(st.lists(json_values, max_size=15), max_size=3)})
+    .map(lambda v: json.dumps(v).encode()),
+)
+
+
+def test_hostile_payloads_never_5xx(served):
+    _, _, url, _ = served
+    session = requests.Session()
+    session.headers.update({"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+    statuses: dict[int, int] = {}
+
+    @settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(body=payloads)
+    def send(body):
+        r = session.post(url + "/predict", data=body, timeout=30)
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+        assert r.status_code < 500, r.text
+        if r.status_code != 200:
+            assert r.json()["error"]["type"]
+
+    send()
+    assert sum(statuses.values()) >= 2000 and statuses.get(422, 0) > 0 and statuses.get(400, 0) > 0
+    ok = _post(url, {"instances": _adult_rows(3)})
+    assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+
+
+class _Load:
+    """Clients posting one Adult row in a loop; records every status and answering version."""
+
+    def __init__(self, url: str, clients: int):
+        self.url, self.stop = url, threading.Event()
+        self.results: list[tuple[float, int, int | None]] = []
+        self.row = _adult_rows(1)
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self):
+        session = requests.Session()
+        while not self.stop.is_set():
+            try:
+                r = session.post(self.url + "/predict", json={"instances": self.row},
+                                 headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                self.results.append((time.monotonic(), r.status_code, version))
+            except requests.RequestException:
+                self.results.append((time.monotonic(), -1, None))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_promotion_and_rollback_swap_live_without_failed_requests(served):
+    _, registry, url, _ = served
+    with _Load(url, clients=2) as load:
+        _wait(lambda: len(load.results) > 20, 60, "load to start")
+        registry.promote("adult-income", 2, reason="test: promote while serving")
+        _wait(lambda: load.results and load.results[-1][2] == 2, 60, "version 2 to answer")
+        registry.rollback("adult-income", reason="test: roll back while serving")
+        _wait(lambda: load.results and load.results[-1][2] == 1, 60, "version 1 to answer again")
+        time.sleep(1)
+    statuses = {s for _, s, _ in load.results}
+    versions = [v for _, _, v in load.results]
+    assert statuses == {200}, f"failed requests: {[r for r in load.results if r[1] != 200][:5]}"
+    assert 2 in versions and versions[-1] == 1
+    print(f"\n[timing] {len(load.results)} requests during promote + rollback, none failed")
+
+
+def test_autoscaling_up_under_load_and_down_after(served):
+    from ray import serve
+
+    cfg, _, url, _ = served
+
+    def running() -> int:
+        states = serve.status().applications[cfg.name].deployments["Endpoint"].replica_states
+        return sum(n for state, n in states.items() if str(getattr(state, "value", state)) == "RUNNING")
+
+    assert running() == 1
+    with _Load(url, clients=6):
+        _wait(lambda: running() >= 2, 90, "a second replica under load")
+        peak = running()
+    _wait(lambda: running() == 1, 90, "scale-down to 1 replica after the load")
+    print(f"\n[timing] replicas 1 -> {peak} -> 1")
+
+
+def test_canary_and_shadow(served):
+    """Redeploy with half the traffic to the challenger and version 2 in shadow."""
+    from raypipe.serving import serve_model
+
+    cfg, registry, url, _ = served
+    registry.set_alias("adult-income", "challenger", 2)
+    serve_cfg = cfg.serve.model_copy(update={"canary_fraction": 0.5, "shadow": "2"})
+    serve_model(cfg.model_copy(update={"serve": serve_cfg}))
+    versions = [_post(url, {"instances": _adult_rows(2)}).json()["model"]["version"] for _ in range(40)]
+    assert set(versions) == {1, 2}, versions  # P(one version only) = 2 * 0.5**40
+    headers = {"Authorization": f"Bearer {KEY}"}
+    _wait(lambda: requests.get(url + "/monitor", headers=headers, timeout=10).json()["shadow"]["requests"] > 0, 30, "shadow predictions")
+    model = requests.get(url + "/model", headers=headers, timeout=10).json()
+    assert model["challenger"] == {"name": "adult-income", "version": 2}
+    assert model["shadow"] == {"name": "adult-income", "version": 2}
+    shadow = requests.get(url + "/monitor", headers=headers, timeout=10).json()["shadow"]
+    # Version 2 is a copy of version 1: the shadow never disagrees.
+    assert shadow["errors"] == 0 and shadow["disagreements"] == 0 and shadow["rows"] == 2 * shadow["requests"]
+
+
+def test_export_serve_config(served, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from raypipe.cli import cli
+
+    cfg, _, _, base = served
+    out = tmp_path / "serve.yaml"
+    result = CliRunner().invoke(cli, ["serve", str(ROOT / "configs/quickstart.yaml"), "--export-config", str(out),
+                                      "--set", f"registry.uri={base}/registry"])
+    assert result.exit_code == 0, result.output
+    body = yaml.safe_load(out.read_text())
+    app = body["applications"][0]
+    assert app["import_path"] == "raypipe.serving.app:build" and app["route_prefix"] == "/"
+    assert app["args"]["set"] == [f"registry.uri={base}/registry"]
+    assert app["deployments"][0]["autoscaling_config"]["max_replicas"] == 4
+    # The builder resolves the same application serve deploy would run.
+    from raypipe.serving.app import build
+
+    built = build(app["args"] | {"config": str(ROOT / "configs/quickstart.yaml")})
+    assert type(built).__name__ == "Application"
+
+
+def test_predict_cli_writes_csv_and_quarantines_bad_rows(served, tmp_path):
+    import pyarrow.csv as csv
+    from click.testing import CliRunner
+
+    from raypipe.cli import cli
+
+    _, _, _, base = served
+    lines = (ROOT / "data/adult/adult.test").read_text().splitlines()[:20]
+    lines[3] = lines[3].replace(lines[3].split(",")[0], "300", 1)  # age 300 breaks max: 100
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(cli, [
+        "predict", str(ROOT / "configs/quickstart.yaml"), "--input", str(tmp_path / "in.csv"),
+        "--output", str(tmp_path / "out.csv"), "--model", "adult-income@1", "--set", f"registry.uri={base}/registry",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "19 of 20 rows predicted" in result.output and "1 rows broke" in result.output
+    out = pa_concat([csv.read_csv(p) for p in sorted((tmp_path / "out.csv").glob("*.csv"))])
+    assert out.num_rows == 19 and 4 not in out.column("source_line").to_pylist()
+    assert set(out.column_names) >= {"source_line", "prediction", "probability"}
+    quarantine = pq.read_table(tmp_path / "out.csv.quarantine")
+    assert quarantine.column("__rp_rule").to_pylist() == ["max"] and quarantine.column("__rp_line").to_pylist() == [4]
+
+
+def pa_concat(tables):
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)

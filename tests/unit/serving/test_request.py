@@ -1,0 +1,164 @@
+"""Request parsing and validation of the endpoint, without Ray or HTTP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from raypipe.serving.request import InputSchema, RequestError, authorized, hash_key, load_api_key_hashes, parse_json
+
+SCHEMA = {
+    "task": "binary_classification",
+    "label": "income",
+    "weight": None,
+    "id": "row_id",
+    "columns": {
+        "row_id": {"type": "int"},
+        "age": {"type": "int", "min": 17, "max": 100},
+        "hours": {"type": "float", "nullable": True},
+        "sex": {"type": "category", "allowed": ["Female", "Male"]},
+        "workclass": {"type": "category", "nullable": True},
+        "married": {"type": "bool", "nullable": True},
+        "income": {"type": "category", "allowed": ["<=50K", ">50K"]},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def inputs() -> InputSchema:
+    return InputSchema(SCHEMA)
+
+
+def _error(inputs: InputSchema, payload, max_instances: int = 100) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        inputs.table(payload, max_instances)
+    return info.value
+
+
+def test_rows_and_columns_give_the_same_typed_table(inputs):
+    rows = [
+        {"age": 39, "hours": 40.5, "sex": "Male", "workclass": "Private", "married": True},
+        {"age": "52", "sex": "Female", "workclass": None},  # optional fields may be absent or null
+    ]
+    a = inputs.table({"instances": rows}, 100)
+    b = inputs.table({"columns": ["sex", "age", "hours", "workclass", "married"],
+                      "data": [["Male", 39, 40.5, "Private", True], ["Female", "52", None, None, None]]}, 100)
+    assert a.equals(b)
+    assert a.column_names == ["row_id", "age", "hours", "sex", "workclass", "married"]
+    assert a.column("age").to_pylist() == [39, 52]
+    assert a.column("hours").to_pylist() == [40.5, None]
+    assert a.column("married").to_pylist() == [True, None]
+    assert a.column("row_id").null_count == 2  # the id column is optional online
+
+
+def test_label_is_not_an_input(inputs):
+    err = _error(inputs, {"instances": [{"age": 39, "sex": "Male", "income": ">50K"}]})
+    assert err.status == 422
+    assert err.details[0]["field"] == "instances[0].income" and "unknown field" in err.details[0]["got"]
+
+
+def test_schema_violations_name_field_expected_and_got(inputs):
+    err = _error(inputs, {"instances": [
+        {"age": 39, "sex": "Male"},
+        {"age": 7, "sex": "Male"},
+        {"age": 39, "sex": "Other"},
+        {"sex": "Male"},
+        {"age": "old", "sex": "Male"},
+        {"age": 39, "sex": "Male", "hours": {"a": 1}},
+    ]})
+    assert err.status == 422 and err.type == "schema_violation"
+    got = {d["field"]: (d["expected"], d["got"]) for d in err.details}
+    assert got["instances[5].hours"] == ("a number", "an object")
+    err = _error(inputs, {"instances": [
+        {"age": 7, "sex": "Male"}, {"age": 39, "sex": "Other"}, {"sex": "Male"}, {"age": "old", "sex": "Male"},
+    ]})
+    got = {d["field"]: (d["expected"], d["got"]) for d in err.details}
+    assert got == {
+        "instances[0].age": (">= 17", "7"),
+        "instances[1].sex": ("one of ['Female', 'Male']", "Other"),
+        "instances[2].age": ("a value (the field is required)", None),
+        "instances[3].age": ("an integer", "old"),
+    }
+
+
+def test_typo_gets_did_you_mean(inputs):
+    err = _error(inputs, {"instances": [{"age": 39, "sex": "Male", "hour": 3}]})
+    assert err.details == [{"field": "instances[0].hour", "expected": "a feature of the model (Did you mean 'hours'?)",
+                            "got": "unknown field 'hour'"}]
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "field"),
+    [
+        ([], 422, "$"),
+        ({"instances": {}}, 422, "instances"),
+        ({"instances": []}, 422, "$"),
+        ({"instances": [1]}, 422, "instances[0]"),
+        ({"instances": [{"age": 39, "sex": "Male"}] * 101}, 413, None),
+        ({"columns": ["age"], "data": [[1, 2]]}, 422, "data[0]"),
+        ({"columns": ["age", "age"], "data": [[1, 2]]}, 422, "columns"),
+        ({"columns": "age", "data": []}, 422, "columns"),
+        ({"instances": [], "extra": 1}, 422, "$"),
+    ],
+)
+def test_bad_shapes(inputs, payload, status, field):
+    err = _error(inputs, payload)
+    assert err.status == status
+    if field is not None:
+        assert err.details[0]["field"] == field
+    assert json.loads(err.body())["error"]["type"] in ("schema_violation", "too_large")
+
+
+def test_non_finite_numbers_are_missing_values(inputs):
+    table = inputs.table(parse_json(b'{"instances": [{"age": 40, "sex": "Male", "hours": NaN}]}'), 10)
+    assert table.column("hours").to_pylist() == [None]
+    err = _error(inputs, parse_json(b'{"instances": [{"age": Infinity, "sex": "Male"}]}'))
+    assert err.details[0]["field"] == "instances[0].age" and err.details[0]["rule"] == "not_null"
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b'{"a": 1,}', b"\xff\xfe", b"[" * 100_000])
+def test_malformed_json_is_400(body):
+    with pytest.raises(RequestError) as info:
+        parse_json(body)
+    assert info.value.status == 400 and info.value.type == "malformed_request"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["age", "hours", "sex", "workclass", "married", "row_id", "income", "x", ""])
+instances = st.lists(st.dictionaries(field_names, json_values, max_size=7) | json_values, max_size=5)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payload=st.one_of(
+    json_values,
+    st.fixed_dictionaries({"instances": instances}),
+    st.fixed_dictionaries({"columns": st.lists(field_names | json_values, max_size=4), "data": st.lists(json_values | st.lists(json_values, max_size=5), max_size=4)}),
+))
+def test_any_payload_gives_a_table_or_a_request_error(inputs, payload):
+    try:
+        table = inputs.table(payload, 100)
+    except RequestError as exc:
+        assert exc.status in (413, 422)
+        assert json.loads(exc.body())["error"]["message"]
+    else:
+        assert table.num_rows >= 1 and table.column_names[0] == "row_id"
+
+
+def test_api_keys(monkeypatch, tmp_path):
+    monkeypatch.setenv("KEYS", "alpha, beta")
+    (tmp_path / "keys").write_text("# rotated monthly\ngamma\n")
+    hashes = load_api_key_hashes("KEYS", str(tmp_path / "keys"))
+    assert hashes == [hash_key("alpha"), hash_key("beta"), hash_key("gamma")]
+    assert authorized("Bearer beta", hashes) and authorized("bearer gamma", hashes)
+    assert not authorized("Bearer delta", hashes) and not authorized(None, hashes) and not authorized("beta", hashes)
+    assert authorized(None, [])  # no keys configured: open
+    monkeypatch.delenv("KEYS")
+    with pytest.raises(ValueError, match="KEYS is unset"):
+        load_api_key_hashes("KEYS", None)
