@@ -309,6 +309,144 @@ def predict(config: str, input_uri: str, output_uri: str, model_ref: str | None,
         click.echo(f"{r['quarantined']:,} rows broke the model's input schema -> {result['quarantine']}")
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@_common
+def retrain(config: str, address, profile, overrides, as_json, log_level) -> None:
+    """Retrain now: the configured sources plus labeled production data, gated, promoted if better."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        from raypipe.monitor.retrain import retrain as run_retrain
+        from raypipe.pipeline import connect
+
+        cfg = ctx.load(config)
+        with _stdout_to_stderr(as_json):
+            connect(cfg, address)
+            result = run_retrain(cfg, {"kind": "manual", "by": "raypipe retrain"}, address)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps(result, default=str))
+        return
+    model = result.get("model") or {}
+    click.echo(f"retrain {result['run_id']}: {result['status']}, {result['production_rows']:,} labeled production rows; "
+               f"version {model.get('version')} {'promoted to champion' if result['promoted'] else 'not promoted'}")
+    for reason in (result.get("gate") or {}).get("reasons", []):
+        click.echo(f"  {'ok  ' if reason['passed'] else 'FAIL'} {reason['message']}")
+
+
+@cli.group()
+def monitor() -> None:
+    """The live monitor of a served model."""
+
+
+@monitor.command("status")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--url", default=None, help="Endpoint URL (default: http://serve.http.host:port).")
+@click.option("--api-key-env", default=None, help="Environment variable holding an API key (default: the first of serve.auth.api_keys_env).")
+@_common
+def monitor_status(config: str, url: str | None, api_key_env: str | None, address, profile, overrides, as_json, log_level) -> None:
+    """Drift, data quality and live performance per feature, from the endpoint's GET /monitor."""
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        import requests
+
+        cfg = ctx.load(config)
+        host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
+        url = (url or f"http://{host}:{cfg.serve.http.port}").rstrip("/")
+        env = api_key_env or cfg.serve.auth.api_keys_env
+        key = (os.environ.get(env, "").split(",")[0].strip() if env else "")
+        try:
+            r = requests.get(url + "/monitor", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
+        except requests.RequestException as exc:
+            raise RaypipeError(f"monitor status: cannot reach {url}/monitor ({exc.__class__.__name__}). "
+                               "Hint: is `raypipe serve` running? Pass --url otherwise.") from None
+        if r.status_code != 200:
+            raise RaypipeError(f"monitor status: {url}/monitor answered {r.status_code}: {r.text[:300]}")
+        body = r.json()
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    click.echo(_monitor_table(body))
+
+
+def _monitor_table(body: dict) -> str:
+    model = body.get("model") or {}
+    lines = [f"model {model.get('name')} version {model.get('version')}"]
+    if not body.get("monitoring"):
+        return "\n".join(lines + ["monitoring is off for this endpoint"])
+    drift = body["drift"]
+    lines.append(f"logged rows {body['logged_rows']:,}, labeled {body['labelled_rows']:,}, windows {body['windows']} "
+                 f"of {body['window_rows']} rows; drift {drift['method']} > {drift['threshold']} for "
+                 f"{drift['alert_after']} window(s) (now {drift['consecutive_windows']})")
+    last = body.get("last_window")
+    if last:
+        lines.append(f"last window #{last['window']} ({last['rows']} rows, champion v{last['champion']}):")
+        lines.append(f"  {'feature':<20} {'score':>9} {'threshold':>9} {'state':<9} {'null':>6} {'out of range':>12}")
+        for name, f in last["features"].items():
+            score = "-" if f["score"] is None else f"{f['score']:.4f}"
+            state = "DRIFTING" if f["drifting"] else "ok"
+            oor = "-" if f["out_of_range_rate"] is None else f"{f['out_of_range_rate']:.3f}"
+            lines.append(f"  {name:<20} {score:>9} {f['threshold']:>9} {state:<9} {f['null_rate']:>6.3f} {oor:>12}")
+        if last.get("prediction"):
+            p = last["prediction"]
+            lines.append(f"  {'(prediction)':<20} {p['score'] if p['score'] is None else format(p['score'], '.4f'):>9} {p['threshold']:>9} "
+                         f"{'DRIFTING' if p['drifting'] else 'ok':<9}")
+        if last.get("live_metrics"):
+            shown = {k: v for k, v in last["live_metrics"].items() if isinstance(v, (int, float))}
+            lines.append("  live: " + ", ".join(f"{k}={v:.4g}" for k, v in shown.items()) + f" ({last['labelled']} labeled rows)")
+    rt = body["retrain"]
+    lines.append(f"retraining: {'running' if rt['running'] else 'idle'}, {rt['count']} done")
+    for h in rt["history"]:
+        lines.append(f"  {h['trigger']}: {h['outcome']} (version {(h.get('model') or {}).get('version')}, "
+                     f"{h.get('production_rows')} production rows){' ' + h['error'] if h.get('error') else ''}")
+    for a in body.get("alerts", [])[-5:]:
+        lines.append(f"alert {a['kind']}: {a['message']}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(dir_okay=False), help="Labeled rows to replay: a CSV file with the label column.")
+@click.option("--url", default=None, help="The served endpoint (default: serve.http of CONFIG, e.g. http://127.0.0.1:8000).")
+@click.option("--api-key-env", default=None, metavar="VAR", help="Environment variable holding the API key (the first of comma-separated keys; default: serve.auth.api_keys_env when set).")
+@click.option("--batch-hours", type=click.IntRange(min=1), default=1, show_default=True, help="Rows (hours) per /predict call.")
+@click.option("--wait-for-retrain/--no-wait-for-retrain", default=True, show_default=True,
+              help="Pause while GET /monitor says a retrain is running, so retraining keeps pace with the simulated time.")
+@click.option("--max-lag-rows", type=click.IntRange(min=0), default=None, metavar="N",
+              help="With --wait-for-retrain, also wait while more than N sent rows are not yet read by the monitor (default: half of monitor.window_rows).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Replay only the first N rows (in time order).")
+@_common
+def replay(config: str, input_path: str, url: str | None, api_key_env: str | None, batch_hours: int, wait_for_retrain: bool,
+           max_lag_rows: int | None, limit: int | None, address, profile, overrides, as_json, log_level) -> None:
+    """Replay labeled rows as live traffic: /predict each row in time order, then /feedback its label.
+
+    Prints the RMSE of the served predictions per month, the model versions that
+    answered, and the mean monthly RMSE. The replay compresses months into minutes, so
+    by default it waits while the endpoint retrains (see --wait-for-retrain).
+    """
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        from raypipe.monitor.replay import api_key_from_env, render
+        from raypipe.monitor.replay import replay as run_replay
+
+        cfg = ctx.load(config)
+        key = api_key_from_env(api_key_env, cfg)
+        progress = None if as_json else (lambda line: click.echo(line, err=True))
+        if max_lag_rows is None:
+            max_lag_rows = max(1, cfg.monitor.window_rows // 2)
+        result = run_replay(cfg, input_path, url, api_key=key, batch_hours=batch_hours, wait_for_retrain=wait_for_retrain,
+                            max_lag_rows=max_lag_rows, limit=limit, progress=progress)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(render(result))
+
+
 @cli.group()
 def models() -> None:
     """Inspect and manage the model registry (CONFIG names the registry and model)."""

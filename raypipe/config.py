@@ -494,6 +494,22 @@ class ValidationConfig(_Model):
     )
 
 
+_SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_span(text: str) -> float:
+    """Seconds in a span such as ``'90d'``, ``'12h'``, ``'2w'``, ``'30m'`` or ``'45s'``.
+
+    >>> parse_span("90d")
+    7776000.0
+    """
+    m = _SPAN.match(str(text))
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"expected a positive span like '90d', '12h', '2w', '30m' or '45s', got {text!r}")
+    return float(m.group(1)) * _SPAN_SECONDS[m.group(2)]
+
+
 class SplitConfig(_Model):
     method: Literal["random", "time", "files"] = Field("random", description="How rows are split into train/valid/test.")
     test_fraction: float = Field(0.2, ge=0, lt=1, description="Share of rows in the test split (random and time).")
@@ -503,6 +519,11 @@ class SplitConfig(_Model):
         None, description="Columns hashed for the random split (default: all input columns); same key, same split."
     )
     time_column: str | None = Field(None, description="Column ordering rows in time (method: time).")
+    window: str | None = Field(
+        None,
+        description="Method time: keep only the rows within this span of the newest time value, e.g. '90d' "
+        "(older rows are counted as outside_window, not split).",
+    )
     valid_from: str | None = Field(None, description="First timestamp of the validation split (method: time).")
     test_from: str | None = Field(None, description="First timestamp of the test split (method: time).")
     test_paths: list[str] = Field(
@@ -515,6 +536,12 @@ class SplitConfig(_Model):
 
     _coerce_paths = field_validator("test_paths", "valid_paths", mode="before")(_paths)
 
+    @field_validator("valid_from", "test_from", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2012-07-01 as a date: take it as the ISO text it was.
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
     @model_validator(mode="after")
     def _consistent(self) -> SplitConfig:
         if self.test_fraction + self.valid_fraction >= 1:
@@ -525,6 +552,10 @@ class SplitConfig(_Model):
             raise ValueError("method 'time' needs time_column")
         if self.method == "files" and not self.test_paths:
             raise ValueError("method 'files' needs test_paths (the files that hold the test rows)")
+        if self.window is not None:
+            if self.method != "time":
+                raise ValueError("window needs method 'time' (it keeps the newest span of time_column)")
+            parse_span(self.window)
         return self
 
 
@@ -807,6 +838,9 @@ class MonitorConfig(_Model):
     window_s: float | None = Field(None, gt=0, description="Also close a window after this many seconds.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift detection.")
     log_uri: str = Field("./raypipe-logs", description="Where the prediction log is written (Parquet).")
+    flush_s: float = Field(2.0, gt=0, description="Replicas write buffered log rows at least this often.")
+    flush_rows: int = Field(5000, ge=1, description="Replicas write a log file once this many rows are buffered.")
+    poll_s: float = Field(1.0, gt=0, description="How often the monitor actor reads new log files.")
     pii: Literal["hash", "drop"] = Field("hash", description="What the log does with columns marked pii.")
     webhook_env: str | None = Field(None, description="Environment variable holding a webhook URL for alerts.")
 
@@ -822,7 +856,21 @@ class RetrainConfig(_Model):
     on_performance: PerformanceTrigger | None = Field(None, description="Retrain when live performance crosses a bound.")
     schedule_s: float | None = Field(None, gt=0, description="Retrain every this many seconds.")
     cooldown_s: float = Field(600, ge=0, description="Least time between two retrains.")
-    data_window: str | None = Field(None, description="Use only recent data, e.g. '90d' or '12h'.")
+    data_window: str | None = Field(
+        None, description="Retrain on the newest span of data only (by data.split.time_column), e.g. '90d' or '12h'."
+    )
+    cooldown_rows: int = Field(0, ge=0, description="Least predictions logged between two retrains.")
+    gate_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Newest share of the retraining rows held out to gate candidate vs champion."
+    )
+    valid_fraction: float = Field(0.1, gt=0, lt=1, description="Share before the gate rows used for early stopping.")
+
+    @field_validator("data_window")
+    @classmethod
+    def _span(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_span(value)
+        return value
     auto_promote: bool = Field(True, description="Promote a candidate that passes its gates.")
 
     @field_validator("data_window")

@@ -65,7 +65,7 @@ class RunResult:
         """A short human-readable table for the terminal."""
         r = self.rows
         lines = [f"run {self.run_id}: {self.status}", "", "rows"]
-        for key in ("ingested", "valid", "quarantined", "train", "valid_split", "test"):
+        for key in ("ingested", "valid", "quarantined", "outside_window", "train", "valid_split", "test"):
             if key in r:
                 lines.append(f"  {key:<12} {r[key]:>10,}")
         by_rule = self.quarantine.get("by_rule") or {}
@@ -149,13 +149,16 @@ class Pipeline:
         """Load ``path`` (see :func:`raypipe.load_config`) into a pipeline."""
         return cls(load_config(path, profile=profile, overrides=overrides), config_path=str(path), address=address)
 
-    def run(self, until: str | None = None, trigger: str = "manual") -> RunResult:
+    def run(self, until: str | None = None, trigger: str | dict = "manual", promote: bool = True) -> RunResult:
         """Run every stage (or those up to ``until``) and write the run report.
 
         Args:
             until: last stage to run (one of :data:`STAGES`); ``None`` runs all.
-            trigger: why this run happens (``manual``, ``drift``, ...), recorded in
-                the lineage manifest and the registry.
+            trigger: why this run happens (``manual``, ``drift``, ...) or a dict
+                with a ``kind`` and the evidence (the drift report, the window),
+                recorded in the lineage manifest and the registry.
+            promote: make a candidate that passes its gates champion (else it
+                stays a candidate, for a person to promote).
 
         Raises:
             RaypipeError: a config, data or stage problem; the report is still
@@ -166,7 +169,7 @@ class Pipeline:
         cfg = self.config
         run_id = _new_run_id(cfg.name)
         run_dir = Path(cfg.output.uri) / run_id
-        state = _RunState(run_id=run_id, run_dir=run_dir, trigger=trigger)
+        state = _RunState(run_id=run_id, run_dir=run_dir, trigger=trigger, promote=promote)
         stages: list[tuple[str, Callable[[PipelineConfig, _RunState], None]]] = [
             ("ingest", _ingest),
             ("split", _split),
@@ -231,7 +234,8 @@ class _RunState:
 
     run_id: str
     run_dir: Path
-    trigger: str = "manual"
+    trigger: str | dict = "manual"
+    promote: bool = True
     current: str | None = None
     rows: dict[str, int] = dataclasses.field(default_factory=dict)
     quarantine: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -295,6 +299,8 @@ def _split(cfg: PipelineConfig, state: _RunState) -> None:
     result = split(cfg, state.dataset)
     state.splits = {"train": result.train, "valid": result.valid, "test": result.test}
     state.rows.update(train=result.counts["train"], valid_split=result.counts["valid"], test=result.counts["test"])
+    if "outside_window" in result.counts:
+        state.rows["outside_window"] = result.counts["outside_window"]
 
 
 def _transform(cfg: PipelineConfig, state: _RunState) -> None:
@@ -486,6 +492,10 @@ def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:
     bundle.threshold = float(threshold) if task == "binary_classification" else 0.5
     scored = _score(bundle, state.splits["test"], cfg)
     state.metrics.update({"test": scored["metrics"], "primary_metric": primary})
+    # The reference of prediction drift: the model's output on held-out rows.
+    from raypipe.monitor.profile import prediction_profile
+
+    bundle.profile = {**bundle.profile, "predictions": prediction_profile(scored["scores"], task)}
     if scored["slices"]:
         state.metrics["slices"] = scored["slices"]
     state.evaluation["test_rows_scored"] = scored["rows"]
@@ -584,7 +594,7 @@ def _register(cfg: PipelineConfig, state: _RunState) -> None:
     scalars = {k: v for k, v in candidate.items() if isinstance(v, (int, float)) or v is None}
     with tempfile.TemporaryDirectory(prefix="raypipe-bundle-") as tmp:
         state.bundle.save(tmp)
-        version = registry.register(name, tmp, metrics=scalars, run_id=state.run_id, tags={"trigger": state.trigger})
+        version = registry.register(name, tmp, metrics=scalars, run_id=state.run_id, tags={"trigger": state.trigger if isinstance(state.trigger, str) else state.trigger.get("kind", "")})
     state.model = {"name": name, "version": version.version}
 
     champion_metrics = None
@@ -602,8 +612,11 @@ def _register(cfg: PipelineConfig, state: _RunState) -> None:
     gate = check_gates(candidate, champion_metrics, cfg.evaluate.gates, state.metrics["primary_metric"], cfg.model.task)
     state.gate = gate.to_dict()
     details = {"gate": gate.to_dict(), "champion_version": champion_version, "run_id": state.run_id}
-    if gate.passed:
+    if gate.passed and state.promote:
         registry.promote(name, version.version, reason=gate.explain(), details=details)
         state.promoted = True
+    elif gate.passed:
+        registry.log_event(name, "alert", version.version, reason="passed its gates; not promoted (auto_promote is off): "
+                           + gate.explain(), details=details)
     else:
         registry.reject(name, version.version, reason=gate.explain(), details=details)

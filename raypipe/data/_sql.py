@@ -198,7 +198,8 @@ def rows_to_table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> pa.Tab
     if not rows:
         return pa.table({n: pa.array([], pa.null()) for n in names})
     arrays = []
-    for values in zip(*rows):
+    for i in range(len(names)):
+        values = [row[i] for row in rows]  # lists convert about twice as fast as zip(*rows) tuples
         try:
             arrays.append(pa.array(values))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):

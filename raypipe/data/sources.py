@@ -449,8 +449,8 @@ class _Connect:
             return conn.cursor(pymysql.cursors.SSCursor)
         return conn.cursor()
 
-    def scrub(self, text: str) -> str:
-        """``text`` (a driver's error message) with the password masked."""
+    def scrub(self, text: object) -> str:
+        """``text`` (a driver's error or its message) with the password masked."""
         return _scrub(str(text).strip(), self._secret)
 
 
@@ -510,7 +510,7 @@ def _connector(url: str, password_env: str | None = None) -> _Connect:
 
 
 @contextmanager
-def _cursor(connect: _Connect) -> Iterator[Any]:
+def _cursor(connect: _Connect, streaming: bool = False) -> Iterator[Any]:
     """A cursor on a fresh connection, closed after; a failed connection is a clear DataError."""
     try:
         conn = connect()
@@ -523,7 +523,7 @@ def _cursor(connect: _Connect) -> Iterator[Any]:
             "the password in the environment."
         ) from None
     try:
-        yield conn.cursor()
+        yield connect.streaming_cursor(conn) if streaming else conn.cursor()
     finally:
         try:
             conn.close()
@@ -563,30 +563,14 @@ def _read_query(connect: _Connect, sql: str, fetch_rows: int) -> Iterator[pa.Tab
     """One SQL read task: stream the rows of ``sql`` in blocks of ``fetch_rows``."""
     from raypipe.data._sql import rows_to_table
 
-    try:
-        conn = connect()
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"data.source.url: cannot connect to {connect.masked} ({connect.scrub(exc)}).") from None
-    try:
-        cursor = connect.streaming_cursor(conn)
-        cursor.execute(sql)
-        names = [d[0] for d in cursor.description]
-        while True:
-            rows = cursor.fetchmany(fetch_rows)
-            if not rows:
-                break
-            yield rows_to_table(names, rows)
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"data.source: reading {connect.masked} failed ({connect.scrub(exc)}; query: {sql}).") from None
-    finally:
+    with _cursor(connect, streaming=True) as cursor:
         try:
-            conn.close()
-        except Exception:
-            pass
+            cursor.execute(sql)
+            names = [d[0] for d in cursor.description]
+            while rows := cursor.fetchmany(fetch_rows):
+                yield rows_to_table(names, rows)
+        except Exception as exc:
+            raise DataError(f"data.source: reading {connect.masked} failed ({connect.scrub(exc)}; query: {sql}).") from None
 
 
 class SqlDatasource(Datasource):
@@ -605,7 +589,7 @@ class SqlDatasource(Datasource):
         fetch_rows: rows per fetch and per block.
     """
 
-    def __init__(self, connect: _Connect, queries: list[str], fetch_rows: int = 50_000):
+    def __init__(self, connect: _Connect, queries: list[str], fetch_rows: int = 100_000):
         self._connect = connect
         self._queries = list(queries)
         self._fetch_rows = fetch_rows

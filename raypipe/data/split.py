@@ -410,6 +410,9 @@ def split_dataset(
     from ray.data.expressions import col
 
     plan = SplitPlan.of(cfg)
+    outside = 0
+    if plan.method == "time" and cfg.window:
+        ds, outside = _keep_window(ds, plan.time_column, cfg.window)
     if plan.key_columns is None and key_columns:
         plan = SplitPlan(**{**plan.__dict__, "key_columns": tuple(key_columns)})
     if plan.method == "time" and (plan.test_from is None or plan.valid_from is None):
@@ -421,7 +424,37 @@ def split_dataset(
     for code, name in _NAMES.items():
         parts[name] = assigned.filter(expr=col(SPLIT_COLUMN) == code).drop_columns(drop).materialize()
     counts = {name: part.count() for name, part in parts.items()}
+    if outside:
+        counts["outside_window"] = outside
     return SplitResult(parts["train"], parts["valid"], parts["test"], counts)
+
+
+class _SinceFilter:
+    """map_batches UDF: the rows whose time value is at least ``since`` (int64 µs or a number)."""
+
+    def __init__(self, column: str, since: Any):
+        self.column, self.since = column, since
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        values, nulls, _ = _time_values(table.column(self.column), "data.split.time_column")
+        return table.filter(pa.array(~nulls & (values >= self.since)))
+
+
+def _keep_window(ds: ray.data.Dataset, column: str, window: str) -> tuple[ray.data.Dataset, int]:
+    """The rows within ``window`` of the newest time value, and how many were older."""
+    import ray
+
+    from raypipe.config import parse_span
+
+    tables = [t for t in ray.get(ds.select_columns([column]).to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return ds, 0
+    values, nulls, kind = _time_values(pa.concat_tables(tables).column(0), "data.split.time_column")
+    if kind != "time":
+        raise SchemaError(f"data.split.window: the time column '{column}' holds numbers; a window like {window!r} needs datetimes.")
+    since = int(values[~nulls].max()) - int(parse_span(window) * 1_000_000)
+    kept = ds.map_batches(_SinceFilter(column, since), batch_format="pyarrow", batch_size=None).materialize()
+    return kept, ds.count() - kept.count()
 
 
 def _with_quantiles(ds: ray.data.Dataset, plan: SplitPlan) -> SplitPlan:

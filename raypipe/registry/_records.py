@@ -22,6 +22,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "rejected",
     "rolled_back",
     "retrain_triggered",
+    "retrain_finished",
+    "alert",
     "alias_set",
 )
 """The kinds of entries in a model's ``events.jsonl``."""

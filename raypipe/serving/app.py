@@ -20,10 +20,13 @@ import logging
 import random
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -155,11 +158,52 @@ class Endpoint:
         self._version_gauge = metrics.Gauge("raypipe_model_version", "Version being served.", tag_keys=("model",))
         self._version_gauge.set(self.current.version, tags={"model": self.name})
         self.shadow_stats = {"requests": 0, "rows": 0, "disagreements": 0, "errors": 0}
+        self._init_monitoring(settings["monitor"])
         self._stop = threading.Event()
         self._interval = float(cfg["reload_interval_s"])
         threading.Thread(target=self._watch, name="raypipe-model-watch", daemon=True).start()
         self._openapi_cache: dict[str, Any] | None = None
         log.info("serving %s version %s (following %s)", self.name, self.current.version, self.ref if self.follow else "nothing")
+
+    def _init_monitoring(self, mon: dict[str, Any]) -> None:
+        from ray.util import metrics
+
+        from raypipe.monitor.log import FEEDBACK, PREDICTIONS, LogWriter
+
+        self.pred_log = self.fb_log = self.monitor_actor = None
+        self.sample_rate = float(mon["sample_rate"])
+        self.pii_mode = mon["pii"]
+        if not mon["enabled"]:
+            return
+        root = f"{mon['log_uri'].rstrip('/')}/{self.name}"
+        writer = uuid.uuid4().hex[:12]
+        self.pred_log = LogWriter(root, PREDICTIONS, writer, int(mon["flush_rows"]), float(mon["flush_s"]))
+        self.fb_log = LogWriter(root, FEEDBACK, writer, int(mon["flush_rows"]), float(mon["flush_s"]))
+        self._logged = metrics.Counter("raypipe_predictions_logged_total", "Predictions written to the prediction log.",
+                                       tag_keys=("model",))
+        from raypipe.monitor.actor import monitor_name
+
+        try:
+            self.monitor_actor = ray.get_actor(monitor_name(self.name), namespace="raypipe")
+        except ValueError:
+            log.warning("no monitor actor %s: /monitor will say so", monitor_name(self.name))
+
+    def _log(self, model: Loaded, table: pa.Table, out: dict[str, Any], ids: list[str]) -> None:
+        from raypipe.monitor.log import prediction_rows
+
+        if self.pred_log is None or self.sample_rate <= 0:
+            return
+        if self.sample_rate < 1:
+            keep = np.random.random(table.num_rows) < self.sample_rate
+            if not keep.any():
+                return
+            idx = np.flatnonzero(keep)
+            table = table.take(pa.array(idx))
+            out = {k: v[idx] for k, v in out.items()}
+            ids = [ids[i] for i in idx]
+        rows = prediction_rows(table, out, ids, model.version, model.inputs.pii, self.pii_mode)
+        self.pred_log.append(rows)
+        self._logged.inc(rows.num_rows, tags={"model": self.name})
 
     # ------------------------------------------------------------------ model swap
 
@@ -197,7 +241,11 @@ class Endpoint:
         return load_version(self.registry, self.name, version)
 
     def __del__(self) -> None:
+        # Serve calls this on a graceful stop (redeploy, scale-down): buffered log rows are written.
         self._stop.set()
+        for writer in (getattr(self, "pred_log", None), getattr(self, "fb_log", None)):
+            if writer is not None:
+                writer.close()
 
     # ------------------------------------------------------------------ routes
 
@@ -233,7 +281,13 @@ class Endpoint:
         denied = self._deny(request)
         if denied:
             return denied
-        return _json_response({"model": self.current.ref, "monitoring": False, "shadow": self._shadow_summary()})
+        body: dict[str, Any] = {"model": self.current.ref, "shadow": self._shadow_summary()}
+        if self.monitor_actor is None:
+            body["monitoring"] = False
+        else:
+            body.update(await self.monitor_actor.report.remote())
+            body["monitoring"] = True
+        return _json_response(body)
 
     @app.post("/predict")
     async def predict(self, request: Request) -> Response:
@@ -251,6 +305,7 @@ class Endpoint:
             ids = new_prediction_ids(table.num_rows)
             row_ids = table.column(model.inputs.id_column).to_pylist() if model.inputs.id_column in table.column_names else None
             response = _json_response(prediction_body(out, model.ref, ids, row_ids))
+            self._log(model, table, out, ids)
             if self.shadow is not None and self.shadow.version != model.version:
                 self._shadow(self.shadow, table, out)
         except RequestError as exc:
@@ -272,10 +327,15 @@ class Endpoint:
             if not authorized(request.headers.get("authorization"), self.hashes):
                 raise RequestError(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'.")
             items = _feedback_items(parse_json(await self._body(request)), self.max_instances)
-            raise RequestError(409, "monitoring_disabled", f"feedback for {len(items)} prediction(s) cannot be stored: "
-                               "monitoring is not enabled for this endpoint. Hint: set monitor.enabled: true.")
+            if self.fb_log is None:
+                raise RequestError(409, "monitoring_disabled", f"feedback for {len(items)} prediction(s) cannot be stored: "
+                                   "monitoring is not enabled for this endpoint. Hint: set monitor.enabled: true.")
         except RequestError as exc:
             return _json_response(exc.body(), exc.status)
+        from raypipe.monitor.log import feedback_rows
+
+        self.fb_log.append(feedback_rows(items))
+        return _json_response({"accepted": len(items)})
 
     # ------------------------------------------------------------------ helpers
 

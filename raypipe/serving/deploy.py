@@ -15,7 +15,7 @@ __all__ = ["endpoint_settings", "deployment_options", "serve_model", "export_ser
 log = logging.getLogger("raypipe.serve")
 
 
-def _registry_uri(uri: str) -> str:
+def _absolute(uri: str) -> str:
     # Replicas run in other processes (other working directories): a relative
     # local path must not depend on where they start.
     return uri if "://" in uri else os.path.abspath(uri)
@@ -48,7 +48,7 @@ def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: 
                 ref = model
         except RegistryError as exc:
             raise ConfigError(f"--model: {exc}") from None
-    uri = _registry_uri(cfg.registry.uri)
+    uri = _absolute(cfg.registry.uri)
     try:
         version = ModelRegistry(uri).get(name, ref)
     except RegistryError as exc:
@@ -68,7 +68,7 @@ def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: 
         "model_name": name,
         "model": ref,
         "serve": cfg.serve.model_dump(mode="json"),
-        "monitor": cfg.monitor.model_dump(mode="json"),
+        "monitor": {**cfg.monitor.model_dump(mode="json"), "log_uri": _absolute(cfg.monitor.log_uri)},
         "api_key_hashes": hashes,
     }
 
@@ -127,6 +127,10 @@ def serve_model(cfg: PipelineConfig, model: str | None = None, address: str | No
             "Set serve.auth.api_keys_env (or api_keys_file) to require API keys.", host,
         )
     connect(cfg, address)
+    if cfg.monitor.enabled:
+        from raypipe.monitor.actor import start_monitor
+
+        start_monitor(cfg)  # before the replicas, which look it up by name
     serve.start(http_options={"host": host, "port": port})
     app = Endpoint.options(**deployment_options(cfg)).bind(settings)
     serve.run(app, name=cfg.name, route_prefix="/")

@@ -103,6 +103,7 @@ class InputSchema:
                 spec = spec.model_copy(update={"nullable": True})
             self.columns[name] = spec
         self.id_column = row_id
+        self.pii = [name for name, spec in self.columns.items() if spec.pii]
         self._names = list(self.columns)
         self._known = set(self._names)
         self._validator = BatchValidator(SchemaConfig(columns=self.columns, extra_columns="drop"), "request")

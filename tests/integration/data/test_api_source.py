@@ -80,6 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, {"error": "boom"})
         records = _records(page)
         more = page < PAGES
+        if url.path == "/late-failure":  # the first page is fine, the others always fail
+            if page > 1:
+                return self._send(503, {"error": "overloaded"})
+            return self._send(200, {"items": records, "pages": 5})
         if url.path == "/paged":  # page numbers, total in the body
             return self._send(200, {"data": {"items": records}, "meta": {"total_pages": PAGES}})
         if url.path == "/paged-open":  # page numbers, no total: read until an empty page
@@ -215,6 +219,12 @@ def test_clear_errors_after_retries_and_for_bad_answers(ray_cluster, api, monkey
     monkeypatch.delenv("RP_TEST_API_TOKEN")
     with pytest.raises(ConfigError, match="data.source.auth.token_env: environment variable RP_TEST_API_TOKEN is not set"):
         read_source(_source(api + "/paged"))
+
+
+def test_a_page_failing_in_a_read_task_fails_the_read_clearly(ray_cluster, api):
+    source = _source(api + "/late-failure", records_path="items", max_retries=1, pagination={"type": "page", "total_pages_path": "pages"})
+    with pytest.raises(DataError, match=r"data.source.url: GET .*/late-failure\?page=[2-5] failed 2 time\(s\) \(last: HTTP 503 Service Unavailable\)"):
+        _ids(read_source(source))
 
 
 def test_unreachable_api_is_retried_then_named(ray_cluster):

@@ -49,7 +49,7 @@ def served(tmp_path_factory, ray_cluster):
         f"registry.uri={base}/registry", f"output.uri={base}/runs", "model.training.num_workers=1",
         f"serve.http.port={_free_port()}", "serve.auth.api_keys_env=RAYPIPE_TEST_KEYS",
         "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1", "serve.max_ongoing_requests=8",
-        "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=3",
+        "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=3", f"monitor.log_uri={base}/logs",
         "serve.autoscaling.target_ongoing_requests=1", "serve.autoscaling.upscale_delay_s=1",
         "serve.autoscaling.downscale_delay_s=3", "serve.max_instances=500",
     ]

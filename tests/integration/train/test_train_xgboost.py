@@ -20,8 +20,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, roc_au
 import ray
 import ray.data
 
-import raypipe.errors
-from raypipe.errors import ConfigError, SchemaError
+from raypipe.errors import ConfigError, SchemaError, StageError
 from raypipe.train import TrainingError, TrainResult, TrainSpec, train_xgboost
 from raypipe.train.cross_validation import fold_of
 from raypipe.train.spec import check_spec
@@ -146,7 +145,7 @@ def test_public_names():
     public = {n for n in dir(raypipe.train) if not n.startswith("_")}
     modules = {"spec", "cross_validation", "xgboost_trainer", "tune"}
     assert set(raypipe.train.__all__) == public - modules
-    assert issubclass(TrainingError, raypipe.errors.StageError)
+    assert issubclass(TrainingError, StageError)
 
 
 def test_fold_assignment_is_deterministic_and_balanced():

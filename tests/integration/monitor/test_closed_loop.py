@@ -1,0 +1,130 @@
+"""The closed loop on small real data: serve a 2011 bike model, send 2012 traffic,
+see drift, an automatic retrain, its promotion and the endpoint answering with it;
+served == logged, also across a monitor restart."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pytest
+import requests
+
+from raypipe import Pipeline
+from raypipe.config import load_config
+from raypipe.registry import ModelRegistry
+
+ROOT = Path(__file__).resolve().parents[3]
+INPUTS = ["instant", "dteday", "season", "yr", "mnth", "hr", "holiday", "weekday", "workingday",
+          "weathersit", "temp", "atemp", "hum", "windspeed"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, ray_cluster):
+    from ray import serve
+
+    from raypipe.serving import serve_model
+
+    base = tmp_path_factory.mktemp("loop")
+    hours = pacsv.read_csv(ROOT / "data/bike-sharing/hour.csv", convert_options=pacsv.ConvertOptions(
+        column_types={"dteday": pa.string()}))
+    pacsv.write_csv(hours.filter(pc.equal(hours.column("yr"), 0)), base / "hour-2011.csv")
+    overrides = [
+        f"data.source.paths=['{base}/hour-2011.csv']", "data.split.valid_from=2011-11-01", "data.split.test_from=2011-12-01",
+        f"registry.uri={base}/registry", f"output.uri={base}/runs", f"monitor.log_uri={base}/logs",
+        "model.num_boost_round=40", "model.training.num_workers=1", "evaluate.cv_folds=null", "evaluate.gates.max={}",
+        f"serve.http.port={_free_port()}", "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1",
+        "serve.autoscaling.max_replicas=1", "monitor.window_rows=200", "monitor.flush_s=0.5", "monitor.poll_s=0.5",
+        "monitor.drift.consecutive_windows=1", "retrain.on_drift=true", "retrain.cooldown_s=0", "retrain.data_window=120d",
+    ]
+    cwd = os.getcwd()
+    os.chdir(ROOT)
+    try:
+        first = Pipeline.from_yaml("configs/bike-regression.yaml", overrides=overrides).run()
+        cfg = load_config("configs/bike-regression.yaml", overrides=overrides)
+    finally:
+        os.chdir(cwd)
+    assert first.model == {"name": "bike-demand", "version": 1} and first.promoted
+    info = serve_model(cfg)
+    rows_2012 = hours.filter(pc.equal(hours.column("yr"), 1)).select(INPUTS + ["cnt"]).slice(0, 600).to_pylist()
+    yield cfg, info["url"], rows_2012, base
+    serve.delete(cfg.name)
+
+
+def test_drift_triggers_retrain_promotion_and_live_swap(loop):
+    cfg, url, rows, base = loop
+    session = requests.Session()
+    served, versions = 0, []
+    for i in range(0, len(rows), 50):
+        chunk = rows[i:i + 50]
+        r = session.post(url + "/predict", json={"instances": [{k: v for k, v in row.items() if k != "cnt"} for row in chunk]}, timeout=30)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        served += len(body["predictions"])
+        versions.append(body["model"]["version"])
+        fb = session.post(url + "/feedback", json={"items": [{"prediction_id": p, "label": row["cnt"]}
+                                                              for p, row in zip(body["prediction_ids"], chunk)]}, timeout=30)
+        assert fb.status_code == 200 and fb.json() == {"accepted": len(chunk)}
+    assert served == 600 and set(versions) == {1}
+
+    # yr is 1 in every 2012 row and 0 in all of 2011: the first window drifts.
+    monitor = _wait(lambda: (m := session.get(url + "/monitor", timeout=30).json())["retrain"]["count"] >= 1 and m, 600,
+                    "the automatic retrain to finish")
+    assert monitor["logged_rows"] == served  # sample rate 1: every prediction is logged
+    assert monitor["labelled_rows"] == served
+    first_window = monitor["alerts"][0]
+    assert first_window["kind"] == "drift" and "yr" in first_window["details"]["drifting"]
+    history = monitor["retrain"]["history"][0]
+    assert history["trigger"] == "drift" and history["outcome"] == "promoted", history
+    assert history["production_rows"] == served
+
+    registry = ModelRegistry(cfg.registry.uri)
+    assert registry.get("bike-demand", "champion").version == 2
+    lineage = registry.get("bike-demand", 2)
+    assert lineage.tags["trigger"] == "drift"
+    kinds = [e.event for e in registry.events("bike-demand")]
+    assert {"alert", "retrain_triggered", "retrain_finished", "promoted"} <= set(kinds)
+    # The endpoint swaps to version 2 live.
+    _wait(lambda: session.post(url + "/predict", json={"instances": [{k: v for k, v in rows[0].items() if k != "cnt"}]},
+                               timeout=30).json()["model"]["version"] == 2, 60, "version 2 to answer")
+
+
+def test_monitor_restart_rebuilds_from_the_log(loop):
+    import ray
+
+    from raypipe.monitor.actor import monitor_name
+
+    from raypipe.monitor.log import PREDICTIONS, read_all
+
+    cfg, url, _, base = loop
+    session = requests.Session()
+    time.sleep(2)  # the replica's last log flush (flush_s 0.5) and the monitor's poll (0.5 s)
+    in_log = read_all(f"{base}/logs/bike-demand", PREDICTIONS).num_rows
+    before = _wait(lambda: (n := session.get(url + "/monitor", timeout=30).json()["logged_rows"]) == in_log and n, 30,
+                   "the monitor to have read the whole log")
+    actor = ray.get_actor(monitor_name("bike-demand"), namespace="raypipe")
+    ray.kill(actor, no_restart=False)
+    after = _wait(lambda: (r := session.get(url + "/monitor", timeout=30)).status_code == 200 and r.json()["logged_rows"] >= before
+                  and r.json(), 120, "the restarted monitor to re-read the log")
+    assert after["logged_rows"] == before
