@@ -461,4 +461,8 @@ def build(args: dict[str, Any]) -> Any:
 
     cfg = load_config(args["config"], profile=args.get("profile"), overrides=list(args.get("set") or ()))
     settings = endpoint_settings(cfg, args.get("model"), with_keys=False)
+    if cfg.monitor.enabled:
+        from raypipe.monitor.actor import start_monitor
+
+        start_monitor(cfg)
     return Endpoint.options(**deployment_options(cfg)).bind(settings)

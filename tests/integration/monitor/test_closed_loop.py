@@ -24,6 +24,16 @@ INPUTS = ["instant", "dteday", "season", "yr", "mnth", "hr", "holiday", "weekday
           "weathersit", "temp", "atemp", "hum", "windspeed"]
 
 
+SERVED = [0]  # rows answered by the endpoint in this module: predictions served == rows logged
+
+
+def _predict(session, url: str, rows: list[dict]) -> dict:
+    r = session.post(url + "/predict", json={"instances": [{k: v for k, v in row.items() if k != "cnt"} for row in rows]}, timeout=30)
+    assert r.status_code == 200, r.text
+    SERVED[0] += len(rows)
+    return r.json()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,9 +88,7 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
     served, versions = 0, []
     for i in range(0, len(rows), 50):
         chunk = rows[i:i + 50]
-        r = session.post(url + "/predict", json={"instances": [{k: v for k, v in row.items() if k != "cnt"} for row in chunk]}, timeout=30)
-        assert r.status_code == 200, r.text
-        body = r.json()
+        body = _predict(session, url, chunk)
         served += len(body["predictions"])
         versions.append(body["model"]["version"])
         fb = session.post(url + "/feedback", json={"items": [{"prediction_id": p, "label": row["cnt"]}
@@ -106,25 +114,31 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
     kinds = [e.event for e in registry.events("bike-demand")]
     assert {"alert", "retrain_triggered", "retrain_finished", "promoted"} <= set(kinds)
     # The endpoint swaps to version 2 live.
-    _wait(lambda: session.post(url + "/predict", json={"instances": [{k: v for k, v in rows[0].items() if k != "cnt"}]},
-                               timeout=30).json()["model"]["version"] == 2, 60, "version 2 to answer")
+    _wait(lambda: _predict(session, url, rows[:1])["model"]["version"] == 2, 60, "version 2 to answer")
 
 
-def test_monitor_restart_rebuilds_from_the_log(loop):
+def test_served_equals_logged_across_replica_and_monitor_restarts(loop):
     import ray
+    from click.testing import CliRunner
 
+    from raypipe.cli import cli
     from raypipe.monitor.actor import monitor_name
+    from raypipe.serving import serve_model
 
-    from raypipe.monitor.log import PREDICTIONS, read_all
-
-    cfg, url, _, base = loop
+    cfg, url, rows, _ = loop
     session = requests.Session()
-    time.sleep(2)  # the replica's last log flush (flush_s 0.5) and the monitor's poll (0.5 s)
-    in_log = read_all(f"{base}/logs/bike-demand", PREDICTIONS).num_rows
-    before = _wait(lambda: (n := session.get(url + "/monitor", timeout=30).json()["logged_rows"]) == in_log and n, 30,
-                   "the monitor to have read the whole log")
-    actor = ray.get_actor(monitor_name("bike-demand"), namespace="raypipe")
-    ray.kill(actor, no_restart=False)
-    after = _wait(lambda: (r := session.get(url + "/monitor", timeout=30)).status_code == 200 and r.json()["logged_rows"] >= before
-                  and r.json(), 120, "the restarted monitor to re-read the log")
-    assert after["logged_rows"] == before
+    # A replica restart (a redeploy replaces the replicas): buffered log rows are flushed on the way out.
+    _predict(session, url, rows[:30])
+    serve_model(cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"reload_interval_s": 0.7})}))
+    _predict(session, url, rows[30:60])
+    logged = lambda: session.get(url + "/monitor", timeout=30).json()["logged_rows"]  # noqa: E731
+    _wait(lambda: logged() == SERVED[0], 60, f"{SERVED[0]} served rows to be logged")
+
+    # A killed monitor is restarted by Ray and rebuilds its counts from the log.
+    ray.kill(ray.get_actor(monitor_name("bike-demand"), namespace="raypipe"), no_restart=False)
+    _wait(lambda: (r := session.get(url + "/monitor", timeout=30)).status_code == 200 and r.json()["logged_rows"] == SERVED[0],
+          120, "the restarted monitor to re-read the log")
+
+    result = CliRunner().invoke(cli, ["monitor", "status", str(ROOT / "configs/bike-regression.yaml"), "--url", url])
+    assert result.exit_code == 0, result.output
+    assert f"logged rows {SERVED[0]:,}" in result.output and "threshold" in result.output and "retraining: idle" in result.output
