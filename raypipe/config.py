@@ -859,7 +859,9 @@ class RetrainConfig(_Model):
     data_window: str | None = Field(
         None, description="Retrain on the newest span of data only (by data.split.time_column), e.g. '90d' or '12h'."
     )
-    cooldown_rows: int = Field(0, ge=0, description="Least predictions logged between two retrains.")
+    cooldown_rows: int = Field(
+        0, ge=0, description="Least predictions logged since the last retrain (or the monitor's start) before the next."
+    )
     gate_fraction: float = Field(
         0.1, gt=0, lt=1, description="Newest share of the retraining rows held out to gate candidate vs champion."
     )

@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-__all__ = ["monitor_name", "Monitor", "start_monitor"]
+__all__ = ["monitor_name", "Monitor", "start_monitor", "stop_monitor"]
 
 log = logging.getLogger("raypipe.monitor")
 
@@ -92,17 +92,26 @@ class Monitor:
         self._retrains_total = metrics.Counter("raypipe_retrains_total", "Retraining runs by trigger and outcome.",
                                                tag_keys=("model", "trigger", "outcome"))
         self._started_at = time.monotonic()
+        self._stopped = threading.Event()
         threading.Thread(target=self._loop, name="raypipe-monitor", daemon=True).start()
 
     # ------------------------------------------------------------------ loop
 
     def _loop(self) -> None:
-        while True:
+        while not self._stopped.is_set():
             try:
                 self.poll()
             except Exception:
                 log.exception("monitor %s: poll failed", self.name)
-            time.sleep(self.cfg.monitor.poll_s)
+            self._stopped.wait(self.cfg.monitor.poll_s)
+
+    def stop(self) -> None:
+        """Stop polling and cancel a running retrain (before the actor is killed)."""
+        self._stopped.set()
+        with self._lock:
+            if self.retrain_ref is not None:
+                ray.cancel(self.retrain_ref, force=True, recursive=True)
+                self.retrain_ref = None
 
     def poll(self) -> int:
         """Read new log files, check closed windows, apply the policy; returns windows closed."""
@@ -329,3 +338,14 @@ def start_monitor(cfg: Any) -> Any:
         max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=4,
     )
     return actor.remote(config)
+
+
+def stop_monitor(model: str) -> bool:
+    """Stop and remove a model's monitor actor (and its running retrain); False if none."""
+    try:
+        actor = ray.get_actor(monitor_name(model), namespace="raypipe")
+    except ValueError:
+        return False
+    ray.get(actor.stop.remote())
+    ray.kill(actor, no_restart=True)
+    return True

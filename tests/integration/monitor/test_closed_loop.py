@@ -67,6 +67,7 @@ def loop(tmp_path_factory, ray_cluster):
         f"serve.http.port={_free_port()}", "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1",
         "serve.autoscaling.max_replicas=1", "monitor.window_rows=200", "monitor.flush_s=0.5", "monitor.poll_s=0.5",
         "monitor.drift.consecutive_windows=1", "retrain.on_drift=true", "retrain.cooldown_s=0", "retrain.data_window=120d",
+        "retrain.cooldown_rows=400",  # the retrain comes at the second window (400 rows), and only once
     ]
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -79,7 +80,10 @@ def loop(tmp_path_factory, ray_cluster):
     info = serve_model(cfg)
     rows_2012 = hours.filter(pc.equal(hours.column("yr"), 1)).select(INPUTS + ["cnt"]).slice(0, 600).to_pylist()
     yield cfg, info["url"], rows_2012, base
+    from raypipe.monitor.actor import stop_monitor
+
     serve.delete(cfg.name)
+    stop_monitor(cfg.model_name)  # no retrain may outlive the module on the shared cluster
 
 
 def test_drift_triggers_retrain_promotion_and_live_swap(loop):

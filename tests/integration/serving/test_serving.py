@@ -67,7 +67,10 @@ def served(tmp_path_factory, ray_cluster):
     registry.register("adult-income", copy, metrics={"roc_auc": 0.9}, run_id="copy-of-v1")
     info = serve_model(cfg)
     yield cfg, registry, info["url"], base
+    from raypipe.monitor.actor import stop_monitor
+
     serve.delete(cfg.name)
+    stop_monitor(cfg.model_name)
 
 
 def _post(url: str, body, key: str | None = KEY, **kw) -> requests.Response:
