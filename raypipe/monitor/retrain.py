@@ -66,7 +66,28 @@ def retrain_config(cfg: PipelineConfig, snapshot: str | None) -> PipelineConfig:
     else:
         new_split = SplitConfig(method="random", test_fraction=r.gate_fraction, valid_fraction=r.valid_fraction, seed=split.seed)
     data = cfg.data.model_copy(update={"source": source, "split": new_split})
-    return cfg.model_copy(update={"data": data})
+    return cfg.model_copy(update={"data": data, "model": _beside_serving(cfg)})
+
+
+def _beside_serving(cfg: PipelineConfig) -> Any:
+    """The model section with training sized to leave the endpoint's replicas their CPUs.
+
+    A retrain runs next to the Serve replicas; planned from the cluster's total CPUs, its
+    workers would take the CPUs Ray Data needs and the run would hang in
+    ``get_dataset_shard``. An explicit ``cpus_per_worker`` is kept as given.
+    """
+    import ray
+
+    from raypipe.train._resources import _fraction, data_reserve
+
+    training = cfg.model.training
+    if training.cpus_per_worker is not None or not ray.is_initialized():
+        return cfg.model
+    total = float(ray.cluster_resources().get("CPU", 0.0))
+    serving = cfg.serve.replica_cpus * cfg.serve.autoscaling.max_replicas
+    workers = 1 if training.num_workers == "auto" else int(training.num_workers)
+    per = _fraction(max(total - data_reserve(total) - serving, 0.1) / workers)
+    return cfg.model.model_copy(update={"training": training.model_copy(update={"num_workers": workers, "cpus_per_worker": per})})
 
 
 def retrain(cfg: PipelineConfig, trigger: dict[str, Any] | None = None, address: str | None = None) -> dict[str, Any]:

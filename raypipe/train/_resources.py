@@ -14,8 +14,7 @@ report of tests/integration/train):
 * ``reserve`` = 1 CPU (Ray Data tasks need a whole CPU each by default), or
   10% of the cluster's CPUs when that is more.
 * ``cpus_per_worker`` (when not given) = 2 if the cluster has >= 8 CPUs, else 1.
-* ``num_workers`` = floor((CPUs - reserve) / cpus_per_worker), at least 1,
-  where CPUs are those not held by other actors when the run is planned.
+* ``num_workers`` = floor((CPUs - reserve) / cpus_per_worker), at least 1.
 * Small clusters (fewer than 2 workers that way, at least 2 CPUs, no
   ``cpus_per_worker`` given): 2 workers sharing the CPUs after the reserve,
   e.g. 2 x 0.5 CPU on a 2-CPU box, each with ``nthread=1``. Boosting then
@@ -106,10 +105,7 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
                 f"worker(s) (one GPU each), got {spec.num_workers!r} on a cluster with "
                 f"{gpus:g} GPUs. Hint: use num_workers: auto."
             )
-    # CPUs already held by long-lived actors (Serve replicas next to a retraining
-    # run, say) are not ours to plan with: the reserve must stay free for Ray Data.
-    free = min(cpus, float(ray.available_resources().get("CPU", 0.0)))
-    budget = max(free - data_reserve(cpus), 0.0) / concurrent_runs
+    budget = max(cpus - data_reserve(cpus), 0.0) / concurrent_runs
 
     if spec.use_gpu:
         per = float(spec.cpus_per_worker or max(1, math.floor(budget / workers)))

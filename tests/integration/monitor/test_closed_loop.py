@@ -82,8 +82,8 @@ def loop(tmp_path_factory, ray_cluster):
     yield cfg, info["url"], rows_2012, base
     from raypipe.monitor.actor import stop_monitor
 
-    serve.delete(cfg.name)
     stop_monitor(cfg.model_name)  # no retrain may outlive the module on the shared cluster
+    serve.shutdown()  # the next module starts Serve on its own port
 
 
 def test_drift_triggers_retrain_promotion_and_live_swap(loop):

@@ -69,8 +69,8 @@ def served(tmp_path_factory, ray_cluster):
     yield cfg, registry, info["url"], base
     from raypipe.monitor.actor import stop_monitor
 
-    serve.delete(cfg.name)
-    stop_monitor(cfg.model_name)
+    stop_monitor(cfg.model_name)  # no retrain may outlive the module on the shared cluster
+    serve.shutdown()  # the next module starts Serve on its own port
 
 
 def _post(url: str, body, key: str | None = KEY, **kw) -> requests.Response:
