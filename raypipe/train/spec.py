@@ -91,7 +91,7 @@ class TrainSpec:
     early_stopping_rounds: int | None = 20
     num_workers: int | str = "auto"
     use_gpu: bool = False
-    cpus_per_worker: int | None = None
+    cpus_per_worker: float | None = None
     report_every: int = 10
     checkpoint_every: int = 50
     max_failures: int = 0
@@ -203,7 +203,9 @@ def check_spec(spec: TrainSpec) -> None:
     if spec.num_workers != "auto":
         _positive_int(spec.num_workers, "model.training.num_workers")
     if spec.cpus_per_worker is not None:
-        _positive_int(spec.cpus_per_worker, "model.training.cpus_per_worker")
+        c = spec.cpus_per_worker
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not c > 0:
+            raise _fail("model.training.cpus_per_worker", f"expected a number > 0 (fractions allowed), got {c!r}.")
     if spec.num_class is not None:
         if spec.task != "multiclass":
             raise _fail(

