@@ -498,6 +498,12 @@ _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _SPAN_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
+def absolute_uri(path: str) -> str:
+    """``path`` made absolute against the current directory unless it is a URI (``s3://…``):
+    relative paths mean the directory ``raypipe`` runs in, not a Ray worker's."""
+    return path if "://" in path else os.path.abspath(path)
+
+
 def parse_span(text: str) -> float:
     """Seconds in a span such as ``'90d'``, ``'12h'``, ``'2w'``, ``'30m'`` or ``'45s'``.
 

@@ -30,6 +30,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from raypipe.config import absolute_uri
+
 __all__ = ["monitor_name", "Monitor", "start_monitor", "stop_monitor"]
 
 log = logging.getLogger("raypipe.monitor")
@@ -307,18 +309,14 @@ class Monitor:
             return {"logged_rows": self.logged_rows, "windows": self.windows}
 
 
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
-
-
 def _absolute_paths(node: Any) -> None:
     """Make the local paths of a config's data section absolute, in place."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key in ("paths", "test_paths", "valid_paths") and isinstance(value, list):
-                node[key] = [_absolute(p) for p in value]
+                node[key] = [absolute_uri(p) for p in value]
             elif key in ("landing_uri", "state_uri", "quarantine_uri") and isinstance(value, str):
-                node[key] = _absolute(value)
+                node[key] = absolute_uri(value)
             else:
                 _absolute_paths(value)
     elif isinstance(node, list):
@@ -331,7 +329,7 @@ def start_monitor(cfg: Any) -> Any:
     config = cfg.model_dump(mode="json", by_alias=True)
     # Paths the actor resolves must not depend on its working directory.
     for section, key in (("registry", "uri"), ("monitor", "log_uri"), ("output", "uri")):
-        config[section][key] = _absolute(config[section][key])
+        config[section][key] = absolute_uri(config[section][key])
     _absolute_paths(config["data"])
     actor = ray.remote(Monitor).options(
         name=monitor_name(cfg.model_name), namespace="raypipe", lifetime="detached", get_if_exists=True,

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raypipe.config import ParquetSource, PipelineConfig, SplitConfig, UnionSource
+from raypipe.config import ParquetSource, PipelineConfig, SplitConfig, UnionSource, absolute_uri
 
 __all__ = ["retrain", "retrain_config", "production_snapshot"]
 
@@ -30,8 +30,7 @@ log = logging.getLogger("raypipe.monitor")
 
 
 def _log_root(cfg: PipelineConfig) -> str:
-    uri = cfg.monitor.log_uri
-    return f"{uri if '://' in uri else os.path.abspath(uri)}".rstrip("/") + f"/{cfg.model_name}"
+    return absolute_uri(cfg.monitor.log_uri).rstrip("/") + f"/{cfg.model_name}"
 
 
 def production_snapshot(cfg: PipelineConfig) -> tuple[str | None, int]:

@@ -76,6 +76,10 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     return _json_response(error_body("schema_violation", "the request does not match the API.", details), 422)
 
 
+def _unauthorized() -> RequestError:
+    return RequestError(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'.")
+
+
 @dataclass(frozen=True)
 class Loaded:
     """One model version as a replica holds it."""
@@ -296,7 +300,7 @@ class Endpoint:
         status = 200
         try:
             if not authorized(request.headers.get("authorization"), self.hashes):
-                raise RequestError(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'.")
+                raise _unauthorized()
             payload = parse_json(await self._body(request))
             if self.challenger is not None and random.random() < self.canary:
                 model = self.challenger
@@ -325,7 +329,7 @@ class Endpoint:
     async def feedback(self, request: Request) -> Response:
         try:
             if not authorized(request.headers.get("authorization"), self.hashes):
-                raise RequestError(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'.")
+                raise _unauthorized()
             items = _feedback_items(parse_json(await self._body(request)), self.max_instances)
             if self.fb_log is None:
                 raise RequestError(409, "monitoring_disabled", f"feedback for {len(items)} prediction(s) cannot be stored: "
@@ -342,7 +346,7 @@ class Endpoint:
     def _deny(self, request: Request) -> Response | None:
         if authorized(request.headers.get("authorization"), self.hashes):
             return None
-        exc = RequestError(401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'.")
+        exc = _unauthorized()
         return _json_response(exc.body(), 401, {"WWW-Authenticate": "Bearer"})
 
     async def _body(self, request: Request) -> bytes:

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 from typing import Any
 
-from raypipe.config import PipelineConfig
+from raypipe.config import PipelineConfig, absolute_uri
 from raypipe.errors import ConfigError, StageError
 
 __all__ = ["endpoint_settings", "deployment_options", "serve_model", "export_serve_config", "ServeInfo"]
 
 log = logging.getLogger("raypipe.serve")
-
-
-def _absolute(uri: str) -> str:
-    # Replicas run in other processes (other working directories): a relative
-    # local path must not depend on where they start.
-    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: bool = True) -> dict[str, Any]:
@@ -48,7 +41,7 @@ def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: 
                 ref = model
         except RegistryError as exc:
             raise ConfigError(f"--model: {exc}") from None
-    uri = _absolute(cfg.registry.uri)
+    uri = absolute_uri(cfg.registry.uri)
     try:
         version = ModelRegistry(uri).get(name, ref)
     except RegistryError as exc:
@@ -68,7 +61,7 @@ def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: 
         "model_name": name,
         "model": ref,
         "serve": cfg.serve.model_dump(mode="json"),
-        "monitor": {**cfg.monitor.model_dump(mode="json"), "log_uri": _absolute(cfg.monitor.log_uri)},
+        "monitor": {**cfg.monitor.model_dump(mode="json"), "log_uri": absolute_uri(cfg.monitor.log_uri)},
         "api_key_hashes": hashes,
     }
 
