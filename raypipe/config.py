@@ -804,7 +804,10 @@ class AutoscalingConfig(_Model):
 
 class BatchingConfig(_Model):
     max_batch_size: int = Field(64, ge=1, description="Requests merged into one prediction call.")
-    wait_timeout_ms: float = Field(2, ge=0, description="How long to wait to fill a batch.")
+    wait_timeout_ms: float = Field(
+        0, ge=0, description="How long to wait to fill a batch. 0: predict as soon as a request waits; requests "
+        "arriving while a batch runs form the next one, so batches still grow under load without adding latency at low load."
+    )
 
 
 class AuthConfig(_Model):

@@ -55,8 +55,8 @@ def predict_dataset(
     bundle: ModelBundle,
     ds: Any,
     keep: Sequence[str] = (),
-    concurrency: int | tuple[int, int] = 1,
-    batch_size: int | None = 4096,
+    concurrency: int | tuple[int, int] | None = None,
+    batch_size: int | None = None,
     num_cpus: float = 1,
 ) -> Any:
     """Lazily add predictions to ``ds`` (a ``ray.data.Dataset`` of validated rows).
@@ -65,10 +65,16 @@ def predict_dataset(
         bundle: the model.
         ds: rows typed as the bundle's schema.
         keep: columns carried through (an id, the label, slice columns).
-        concurrency: size of the actor pool (an int, or (min, max) to autoscale).
-        batch_size: rows per prediction call.
+        concurrency: size of the actor pool (an int, or (min, max) to autoscale);
+            ``None`` autoscales from 1 to one actor per cluster CPU.
+        batch_size: rows per prediction call; ``None``: a whole block (one
+            XGBoost call per block, the cheapest).
         num_cpus: CPUs reserved per actor.
     """
+    if concurrency is None:
+        import ray
+
+        concurrency = (1, max(1, int(ray.cluster_resources().get("CPU", 1) // num_cpus)))
     return ds.map_batches(
         _Predictor,
         fn_constructor_kwargs={"files": bundle.to_files(), "keep": list(keep)},
@@ -157,8 +163,6 @@ def batch_predict(cfg: Any, input_uri: str, output_uri: str, model: str | None =
     Returns:
         ``{"model", "rows": {"input", "predicted", "quarantined"}, "output", "quarantine"}``.
     """
-    import ray
-
     from raypipe.config import SchemaConfig, ValidationConfig
     from raypipe.data import provenance as prov
     from raypipe.data.ingest import ingest
@@ -181,7 +185,6 @@ def batch_predict(cfg: Any, input_uri: str, output_uri: str, model: str | None =
     })
     run_cfg = cfg.model_copy(update={"data": data})
     connect(cfg, address)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
     quarantine_uri = output_uri.rstrip("/") + ".quarantine"
     result = ingest(run_cfg, quarantine_uri=quarantine_uri, state_uri=quarantine_uri + "-state")
     keep = ([inputs.id_column] if inputs.id_column else []) + [prov.FILE, prov.LINE]

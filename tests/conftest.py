@@ -13,10 +13,15 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster shared by the whole session."""
+    """A local Ray cluster shared by the whole session, in the environment raypipe
+    gives a local Ray it starts (``LOCAL_RAY_ENV``)."""
     import ray
 
+    from raypipe.pipeline import LOCAL_RAY_ENV
+
     if not ray.is_initialized():
+        for key, value in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(key, value)
         ray.init(
             num_cpus=int(os.environ.get("RAYPIPE_TEST_CPUS", "2")),
             include_dashboard=False,

@@ -107,8 +107,12 @@ def _column_hash(arr: pa.ChunkedArray | pa.Array, seed: np.uint64, key16: str) -
         out = _mix(values.view(np.uint64) ^ seed)
     else:
         text = pc.cast(arr, pa.string()) if not pa.types.is_string(t) else arr
-        objects = np.asarray(text.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
-        out = pd.util.hash_array(objects, hash_key=key16, categorize=True).astype(np.uint64)
+        # Hash each distinct value once: pandas needs a Python object per value, and
+        # categorical columns repeat a few values over millions of rows.
+        encoded = pc.dictionary_encode(text.fill_null(""))
+        objects = np.asarray(encoded.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        distinct = pd.util.hash_array(objects, hash_key=key16, categorize=False).astype(np.uint64)
+        out = distinct[encoded.indices.to_numpy(zero_copy_only=False)]
     out[nulls] = _NULL
     return out
 

@@ -364,7 +364,7 @@ class Endpoint:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def _predict_batch(self, items: list[tuple[Loaded, pa.Table]]) -> list[dict[str, Any]]:
         """Predict several requests' rows in one call per model version."""
         results: list[Any] = [None] * len(items)

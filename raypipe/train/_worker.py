@@ -200,6 +200,7 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         early_stopping: _ResumableEarlyStopping | None,
         history: dict[str, list],
         evals: list[tuple[xgb.DMatrix, str]],
+        report_only: list[tuple[xgb.DMatrix, str]],
         total_rounds: int,
         fault: dict | None = None,
     ):
@@ -208,7 +209,8 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         self._total_rounds = total_rounds
         self._es = early_stopping
         self.history = history
-        self._evals = evals
+        self._report_only = report_only
+        self._evals = report_only + evals
         self.final_metrics: dict[str, float] | None = None
         self._fault = fault
         self._stopped = False
@@ -221,14 +223,13 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         return model
 
     def after_iteration(self, model, epoch, evals_log) -> bool:
-        self._evals_log = evals_log
         stop = bool(self._es.after_iteration(model, epoch, evals_log)) if self._es else False
         self._stopped = stop
         rounds = model.num_boosted_rounds()
         self._maybe_fail(rounds)
         checkpoint_now = rounds % self._frequency == 0
         if checkpoint_now or rounds % self._report_every == 0:
-            metrics = self._metrics_at(rounds, evals_log)
+            metrics = self._metrics_at(model, rounds, evals_log)
             self._record(metrics)
             if stop or rounds == self._total_rounds:
                 pass  # the final report follows at once (after_training)
@@ -257,8 +258,11 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         self._report_with_checkpoint(metrics, model, rounds, finished=True)
         return model
 
-    def _metrics_at(self, rounds: int, evals_log) -> dict[str, Any]:
-        metrics = {k: float(v) for k, v in self._get_report_dict(evals_log).items()}
+    def _metrics_at(self, model: xgb.Booster, rounds: int, evals_log) -> dict[str, Any]:
+        # Training rows are scored only here, at the reported rounds: XGBoost would
+        # score every eval set every round, and AUC sorts all the rows each time.
+        metrics = _parse_eval(model.eval_set(self._report_only)) if self._report_only else {}
+        metrics.update({k: float(v) for k, v in self._get_report_dict(evals_log).items()})
         metrics["round"] = rounds
         return metrics
 
@@ -344,7 +348,9 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     dtrain = _dmatrix(train_batches, cfg, ref=None)
     del train_batches
     lap("build_dmatrix")
-    evals = [(dtrain, "train")]
+    # XGBoost scores ``evals`` every round (early stopping needs the validation
+    # rows); the training rows are scored only at reported rounds (see the callback).
+    evals: list[tuple[xgb.DMatrix, str]] = []
     valid_rows = 0
     if cfg["has_valid"]:
         valid_batches, valid_rows = _read_shard(ray.train.get_dataset_shard("valid"), cfg)
@@ -375,6 +381,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         early_stopping=es,
         history=state["history"],
         evals=evals,
+        report_only=[(dtrain, "train")],
         total_rounds=cfg["num_boost_round"],
         fault=cfg.get("fault"),
     )
@@ -401,7 +408,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     # Collective calls below: every worker takes part (all-reduced).
     final_metrics = callback.final_metrics
     if final_metrics is None:  # resumed from the final checkpoint
-        final_metrics = _parse_eval(booster.eval_set(evals))
+        final_metrics = _parse_eval(booster.eval_set([(dtrain, "train"), *evals]))
     rows = xgb.collective.allreduce(
         np.array([train_rows, valid_rows], dtype=np.float64), xgb.collective.Op.SUM
     )

@@ -65,8 +65,9 @@ class TrainSpec:
         cpus_per_worker: CPUs reserved by each worker; ``None`` picks one.
         report_every: Report metrics to Ray Train every N rounds. Each
             ``ray.train.report`` waits for the controller's next poll of the
-            workers (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``, 2 s by default), so
-            reporting every round would dominate small runs.
+            workers (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``: raypipe makes it
+            0.2 s unless set), so reporting every round would dominate small runs;
+            training-set metrics are computed at reported rounds only.
         checkpoint_every: Persist a checkpoint every N rounds (and at the end);
             those rounds are reported too.
         max_failures: Worker-group restarts allowed; each resumes from the

@@ -1,11 +1,12 @@
-"""Streams against the real local brokers: 100,000 messages, a consumer killed twice, none lost or doubled.
+"""Streams against the real local brokers: 20,000 messages, a consumer killed twice, none lost or doubled.
 
 For each broker the consumer actor is killed in the middle two ways: once right
 after a batch has landed and before it is acknowledged (``inject_fault``: the
 process exits, so the broker redelivers messages that have landed and the dedup
 path must drop them), once by ``ray.kill(actor, no_restart=False)`` at whatever
 point it has reached. Ray restarts it each time and it resumes by itself. Then
-exactly ``RAYPIPE_TEST_STREAM_MESSAGES`` (100,000) unique ids must have landed.
+exactly ``RAYPIPE_TEST_STREAM_MESSAGES`` (20,000 by default, to keep the suite's time;
+100,000 was run by hand: see the README's stream figures) unique ids must have landed.
 
 Broker URLs come from ``RAYPIPE_TEST_REDIS_URL``, ``RAYPIPE_TEST_MQTT_URL``,
 ``RAYPIPE_TEST_NATS_URL`` (``.ci/run`` sets them) and ``RAYPIPE_TEST_KAFKA``
@@ -37,7 +38,7 @@ from raypipe.streams.landing import LandingZone, landed_files
 
 pytestmark = [pytest.mark.ray, pytest.mark.services]
 
-N = int(os.environ.get("RAYPIPE_TEST_STREAM_MESSAGES", "100000"))
+N = int(os.environ.get("RAYPIPE_TEST_STREAM_MESSAGES", "20000"))
 
 
 def broker_url(var: str) -> str:
@@ -117,7 +118,10 @@ def kill_in_the_middle(watch: Watch, how: str) -> None:
 
     pid = watch.status()["pid"]
     if how == "exit_before_ack":
-        ray.get(watch.actor.inject_fault.remote("exit_before_ack"))
+        try:
+            ray.get(watch.actor.inject_fault.remote("exit_before_ack"), timeout=30)
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.RayActorError):
+            pass  # the armed fault fired before the reply left the process: that is the fault
     else:
         ray.kill(watch.actor, no_restart=False)
     wait_for(lambda: watch.running(not_pid=pid), 120, f"the consumer to restart after {how}", poll_s=0.5)
@@ -175,7 +179,7 @@ def consume_with_two_kills(
 # --------------------------------------------------------------------------- Redis Streams
 
 
-def test_redis_streams_100k_with_two_kills(ray_cluster, tmp_path):
+def test_redis_streams_exactly_once_with_two_kills(ray_cluster, tmp_path):
     import redis
 
     url = broker_url("RAYPIPE_TEST_REDIS_URL")
@@ -255,7 +259,7 @@ def mqtt_forget_session(url: str, client_id: str) -> None:
     c.loop_stop()
 
 
-def test_mqtt_100k_qos1_with_wildcards_and_two_kills(ray_cluster, tmp_path):
+def test_mqtt_qos1_exactly_once_with_wildcards_and_two_kills(ray_cluster, tmp_path):
     url = broker_url("RAYPIPE_TEST_MQTT_URL")
     run = uuid.uuid4().hex[:8]
     client_id = f"raypipe-test-{run}"
@@ -289,7 +293,7 @@ def test_mqtt_100k_qos1_with_wildcards_and_two_kills(ray_cluster, tmp_path):
 # --------------------------------------------------------------------------- NATS JetStream
 
 
-def test_nats_jetstream_100k_with_two_kills(ray_cluster, tmp_path):
+def test_nats_jetstream_exactly_once_with_two_kills(ray_cluster, tmp_path):
     import nats
 
     url = broker_url("RAYPIPE_TEST_NATS_URL")
@@ -362,7 +366,7 @@ def test_kafka_subscription_maps_to_read_kafka_arguments():
     inspect.signature(ray.data.read_kafka).bind(**later)
 
 
-def test_kafka_100k_with_two_kills(ray_cluster, tmp_path):
+def test_kafka_exactly_once_with_two_kills(ray_cluster, tmp_path):
     servers = os.environ.get("RAYPIPE_TEST_KAFKA")
     if not servers:
         pytest.skip("RAYPIPE_TEST_KAFKA is not set (Kafka bootstrap servers; no Kafka broker runs on this machine)")

@@ -1,0 +1,102 @@
+"""tune: ``tune_xgboost`` (Ray Tune, one Ray Train run per trial) vs the same trials in plain XGBoost.
+
+raypipe: the wall time of one ``tune_xgboost`` call on ``higgs_like`` rows (80/20
+train/valid Ray datasets of 8 blocks each): random search over max_depth/eta/subsample
+(seeded), FIFO scheduler and no early stopping, so every trial boosts the same rounds;
+the trials run ``concurrency`` at a time, as many as raypipe picks on this cluster
+(``TuneConfig`` default, capped by the CPUs after Ray Data's reserve).
+
+Baseline: the very params of those trials (read back from ``TuneResult.trials``, merged
+over the params raypipe trained with: objective, metrics, seed, ``nthread`` = the CPUs
+one trial gets) trained one after another with ``xgboost.train`` in this process on the
+same rows as numpy -> ``QuantileDMatrix`` (train + valid evaluated every round, as the
+raypipe workers do). Baseline time = sum of those trial times / concurrency: the ideal
+parallel wall time without Ray.
+
+How to read it: the ratio is what Ray Tune + Ray Train cost on top of XGBoost itself;
+the note's per-trial overhead (raypipe wall x concurrency / trials - mean plain trial)
+is the fixed price of one trial (trial actor, Train controller, worker group, Ray Data
+ingest, reports, checkpoint). The raypipe side runs once: one search is minutes of
+Ray Train runs, and its trials are the repeat; the plain per-trial times are the samples.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pyarrow as pa
+import xgboost as xgb
+
+import ray.data
+
+from benchmarks._common import Context, Figure, higgs_like
+from raypipe.config import TuneConfig
+from raypipe.train import TrainSpec, tune_xgboost
+
+BLOCKS = 8
+SEARCH_SPACE = {
+    "max_depth": {"type": "randint", "low": 3, "high": 9},
+    "eta": {"type": "loguniform", "low": 0.02, "high": 0.3},
+    "subsample": {"type": "uniform", "low": 0.6, "high": 1.0},
+}
+
+
+def _blocks(table: pa.Table) -> ray.data.Dataset:
+    edges = np.linspace(0, table.num_rows, BLOCKS + 1).astype(int)
+    return ray.data.from_arrow([table.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:])])
+
+
+def _numpy(table: pa.Table, features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return np.column_stack([table[f].to_numpy() for f in features]), table["label"].to_numpy()
+
+
+def run(ctx: Context) -> list[Figure]:
+    rows, trials, rounds = ctx.size(200_000, 20_000), ctx.size(16, 4), ctx.size(50, 10)
+    table = higgs_like(rows)
+    cut = int(rows * 0.8)
+    train, valid = table.slice(0, cut), table.slice(cut)
+    features = [c for c in table.column_names if c != "label"]
+    spec = TrainSpec(
+        task="binary_classification", label="label", features=features,
+        feature_types=["q"] * len(features), params={}, num_boost_round=rounds,
+        early_stopping_rounds=None, storage_path=str(ctx.workdir / "tune"),
+    )
+    cfg = TuneConfig(enabled=True, num_samples=trials, scheduler="fifo", search="random",
+                     search_space=SEARCH_SPACE)
+
+    started = time.perf_counter()
+    result = tune_xgboost(spec, cfg, _blocks(train), _blocks(valid), "tune-bench")
+    wall = time.perf_counter() - started
+    done = [t for t in result.trials if t["status"] == "terminated" and t["rounds"] == rounds]
+    if len(done) != trials:
+        raise RuntimeError(f"expected {trials} trials of {rounds} rounds, got {result.trials}")
+
+    # Plain XGBoost: the same trials, params and threads, one after another.
+    base_params = result.best.params  # objective, eval_metric, tree_method, nthread, seed, device
+    nthread = int(base_params["nthread"])
+    X, y = _numpy(train, features)
+    Xv, yv = _numpy(valid, features)
+    plain = []
+    for t in result.trials:
+        began = time.perf_counter()
+        dtrain = xgb.QuantileDMatrix(X, label=y, nthread=nthread)
+        dvalid = xgb.QuantileDMatrix(Xv, label=yv, ref=dtrain, nthread=nthread)
+        xgb.train({**base_params, **t["params"]}, dtrain, num_boost_round=rounds,
+                  evals=[(dtrain, "train"), (dvalid, "valid")], verbose_eval=False)
+        plain.append(time.perf_counter() - began)
+
+    conc = result.concurrency
+    baseline = sum(plain) / conc
+    overhead = wall * conc / trials - statistics.mean(plain)
+    note = (f"{trials} trials x {rounds} rounds, {conc} at a time, nthread {nthread} each, "
+            f"{cut:,}/{rows - cut:,} train/valid rows x {len(features)} features; "
+            f"per-trial overhead {overhead:.1f} s (raypipe wall x {conc} / {trials} - mean plain "
+            f"trial {statistics.mean(plain):.2f} s); raypipe side run once")
+    return [Figure(
+        pair="tune", what=f"tune {trials} trials", unit="s", raypipe=wall, baseline=baseline,
+        target="<= 1.2", note=note,
+        samples={"raypipe_s": [wall], "plain_trial_s": plain,
+                 "raypipe_trial_s": [t["duration_s"] for t in result.trials]},
+    )]
