@@ -92,6 +92,20 @@ def higgs_like(rows: int, features: int = 28, seed: int = 0) -> pa.Table:
     return pa.table(cols)
 
 
+def higgs_matrix(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, y)`` of a :func:`higgs_like` table: the feature columns stacked, the label."""
+    features = [c for c in table.column_names if c != "label"]
+    return np.column_stack([table.column(f).to_numpy() for f in features]), table.column("label").to_numpy()
+
+
+def ray_dataset(table: pa.Table, blocks: int = 8):
+    """``table`` as a materialized Ray dataset of ``blocks`` blocks (what a transform stage hands on)."""
+    import ray.data
+
+    step = -(-table.num_rows // blocks)
+    return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]).materialize()
+
+
 ADULT_CATEGORIES = {
     "workclass": ["Private", "Self-emp-not-inc", "Local-gov", "State-gov", "Self-emp-inc", "Federal-gov", None],
     "education": ["HS-grad", "Some-college", "Bachelors", "Masters", "Assoc-voc", "11th", "Doctorate"],
@@ -124,10 +138,9 @@ def init_ray(cpus: int) -> None:
     environment ``raypipe`` gives a local Ray it starts."""
     import ray
 
-    from raypipe.pipeline import LOCAL_RAY_ENV
+    from raypipe.pipeline import use_local_ray_env
 
     if not ray.is_initialized():
-        for key, value in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(key, value)
+        use_local_ray_env()
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)

@@ -14,29 +14,20 @@ from __future__ import annotations
 import itertools
 import tempfile
 
-import numpy as np
 import pyarrow as pa
 import xgboost as xgb
 
-from benchmarks._common import Context, Figure, higgs_like, median_time
+from benchmarks._common import Context, Figure, higgs_like, higgs_matrix, median_time, ray_dataset
 
 ROUNDS = 100
 PARAMS = {"max_depth": 6, "eta": 0.1, "max_bin": 256}
 _runs = itertools.count()
 
 
-def _dataset(table: pa.Table, blocks: int):
-    import ray.data
-
-    step = -(-table.num_rows // blocks)
-    return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)]).materialize()
-
-
-def _plain(train: pa.Table, valid: pa.Table, features: list[str], nthread: int, rounds: int) -> xgb.Booster:
+def _plain(train: pa.Table, valid: pa.Table, nthread: int, rounds: int) -> xgb.Booster:
     def matrix(t: pa.Table, ref=None) -> xgb.QuantileDMatrix:
-        X = np.column_stack([t.column(f).to_numpy() for f in features])
-        return xgb.QuantileDMatrix(X, label=t.column("label").to_numpy(), ref=ref, nthread=nthread,
-                                   max_bin=PARAMS["max_bin"])
+        X, y = higgs_matrix(t)
+        return xgb.QuantileDMatrix(X, label=y, ref=ref, nthread=nthread, max_bin=PARAMS["max_bin"])
 
     dtrain = matrix(train)
     dvalid = matrix(valid, ref=dtrain)
@@ -58,19 +49,19 @@ def _side_by_side(ctx: Context, rows: int, rounds: int, storage: str) -> tuple[l
     table = higgs_like(rows + max(rows // 10, 1000), seed=1)
     train, valid = table.slice(0, rows), table.slice(rows)
     features = [c for c in table.column_names if c != "label"]
-    train_ds, valid_ds = _dataset(train, 8), _dataset(valid, 2)
+    train_ds, valid_ds = ray_dataset(train, 8), ray_dataset(valid, 2)
     ours, base, info = [], [], {}
     for _ in range(ctx.repeats):  # alternate, so drift on the machine hits both sides alike
         seconds, _ = median_time(lambda: info.update(result=_raypipe(train_ds, valid_ds, features, rounds, storage)), 1)
         ours.append(seconds)
-        seconds, _ = median_time(lambda: info.update(booster=_plain(train, valid, features, ctx.cpus, rounds)), 1)
+        seconds, _ = median_time(lambda: info.update(booster=_plain(train, valid, ctx.cpus, rounds)), 1)
         base.append(seconds)
     result = info["result"]
+    X, y = higgs_matrix(valid)
+    plain_logloss = float(info["booster"].eval(xgb.DMatrix(X, label=y)).split("logloss:")[1])
     info = {"workers": result.num_workers, "nthread": result.params["nthread"],
             "worker_phases_s": {k: round(v, 2) for k, v in result.timings.items()},
-            "valid_logloss": (result.metrics.get("valid-logloss"),
-                              float(info["booster"].eval(xgb.DMatrix(np.column_stack([valid.column(f).to_numpy() for f in features]),
-                                                                     label=valid.column("label").to_numpy())).split("logloss:")[1]))}
+            "valid_logloss": (result.metrics.get("valid-logloss"), plain_logloss)}
     return ours, base, info
 
 

@@ -114,6 +114,13 @@ def _new_run_id(name: str) -> str:
 LOCAL_RAY_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
 
+def use_local_ray_env() -> None:
+    """Put :data:`LOCAL_RAY_ENV` in this process's environment (values already set win)
+    before it starts a local Ray: every Ray process inherits it."""
+    for key, value in LOCAL_RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def connect(cfg: PipelineConfig, address: str | None = None) -> None:
     """Connect to the configured Ray cluster, or start a local one.
 
@@ -131,8 +138,7 @@ def connect(cfg: PipelineConfig, address: str | None = None) -> None:
         if address:
             ray.init(address=address, **kwargs)
         else:
-            for key, value in LOCAL_RAY_ENV.items():
-                os.environ.setdefault(key, value)  # inherited by every process of the local Ray
+            use_local_ray_env()
             ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, **kwargs)
         log.info("ray: %s", ray.cluster_resources())
     ctx = ray.data.DataContext.get_current()

@@ -17,11 +17,10 @@ def ray_cluster():
     gives a local Ray it starts (``LOCAL_RAY_ENV``)."""
     import ray
 
-    from raypipe.pipeline import LOCAL_RAY_ENV
+    from raypipe.pipeline import use_local_ray_env
 
     if not ray.is_initialized():
-        for key, value in LOCAL_RAY_ENV.items():
-            os.environ.setdefault(key, value)
+        use_local_ray_env()
         ray.init(
             num_cpus=int(os.environ.get("RAYPIPE_TEST_CPUS", "2")),
             include_dashboard=False,

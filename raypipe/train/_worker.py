@@ -351,6 +351,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     # XGBoost scores ``evals`` every round (early stopping needs the validation
     # rows); the training rows are scored only at reported rounds (see the callback).
     evals: list[tuple[xgb.DMatrix, str]] = []
+    train_eval = [(dtrain, "train")]
     valid_rows = 0
     if cfg["has_valid"]:
         valid_batches, valid_rows = _read_shard(ray.train.get_dataset_shard("valid"), cfg)
@@ -381,7 +382,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         early_stopping=es,
         history=state["history"],
         evals=evals,
-        report_only=[(dtrain, "train")],
+        report_only=train_eval,
         total_rounds=cfg["num_boost_round"],
         fault=cfg.get("fault"),
     )
@@ -408,7 +409,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     # Collective calls below: every worker takes part (all-reduced).
     final_metrics = callback.final_metrics
     if final_metrics is None:  # resumed from the final checkpoint
-        final_metrics = _parse_eval(booster.eval_set([(dtrain, "train"), *evals]))
+        final_metrics = _parse_eval(booster.eval_set(train_eval + evals))
     rows = xgb.collective.allreduce(
         np.array([train_rows, valid_rows], dtype=np.float64), xgb.collective.Op.SUM
     )
