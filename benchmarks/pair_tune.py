@@ -1,4 +1,4 @@
-"""tune: ``tune_xgboost`` (Ray Tune, one Ray Train run per trial) vs the same trials in plain XGBoost.
+"""tune: ``tune_xgboost`` (Ray Tune; each one-worker trial trains in its trial actor) vs the same trials in plain XGBoost.
 
 raypipe: the wall time of one ``tune_xgboost`` call on ``higgs_like`` rows (80/20
 train/valid Ray datasets of 8 blocks each): random search over max_depth/eta/subsample
@@ -13,10 +13,9 @@ same rows as numpy -> ``QuantileDMatrix`` (the valid rows evaluated every round,
 XGBoost evaluates them in the raypipe workers). Baseline time = sum of those trial times / concurrency: the ideal
 parallel wall time without Ray.
 
-How to read it: the ratio is what Ray Tune + Ray Train cost on top of XGBoost itself;
-the note's per-trial overhead (raypipe wall x concurrency / trials - mean plain trial)
-is the fixed price of one trial (trial actor, Train controller, worker group, Ray Data
-ingest, reports, checkpoint). The raypipe side runs once: one search is minutes of
+How to read it: the ratio is what Ray Tune costs on top of XGBoost itself; the note's
+per-trial overhead (raypipe wall x concurrency / trials - mean plain trial) is the fixed
+price of one trial (trial actor, reading the shared blocks, reports, checkpoint). The raypipe side runs once: one search is minutes of
 Ray Train runs, and its trials are the repeat; the plain per-trial times are the samples.
 """
 

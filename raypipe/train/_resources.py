@@ -8,8 +8,19 @@ produce a block and the run hangs in ``get_dataset_shard`` (ray-project/ray
 #41603, #44687). XGBoost reads its whole shard BEFORE boosting, so the data
 and boosting phases do not overlap in time: the reserve costs little.
 
-The rule for ``num_workers: auto`` (measured on a 2-CPU machine, see the
-report of tests/integration/train):
+The rule for ``num_workers: auto``:
+
+* One node (and no ``cpus_per_worker``): ONE worker with all the node's CPUs
+  (``nthread`` = CPUs), trained in one Ray task (:mod:`raypipe.train._local`).
+  On one machine XGBoost's threads share one histogram; N workers build N
+  partial ones and all-reduce them per tree level, and a Ray Train worker group
+  costs seconds to start. Measured on the 2-core CI machine (``python -m
+  benchmarks --only train``): 2 Ray Train workers x 1 thread took 1.32x plain
+  ``xgboost.train`` on 5M rows and 14.6 s more on 2k rows. The task needs no
+  Ray Data reserve: its datasets are materialized before it starts.
+
+Several nodes (Ray Train workers, measured on a 2-CPU machine, see the report
+of tests/integration/train):
 
 * ``reserve`` = 1 CPU (Ray Data tasks need a whole CPU each by default), or
   10% of the cluster's CPUs when that is more.
@@ -22,9 +33,11 @@ report of tests/integration/train):
   Measured here: 2 workers x 1 CPU (no reserve) hangs forever in
   ``get_dataset_shard`` as soon as the dataset has a ``map_batches``.
 
-With an explicit ``num_workers`` the CPUs per worker default to
-``(CPUs - reserve) / num_workers`` (fractional allowed), so the same reserve
-holds. XGBoost's ``nthread`` is the worker's CPUs rounded, at least 1.
+An explicit ``num_workers: 1`` trains in one Ray task as well, with every CPU
+(of the largest node) by default. With an explicit ``num_workers`` of 2 or
+more the CPUs per worker default to ``(CPUs - reserve) / num_workers``
+(fractional allowed), so the same reserve holds. Runs planned together
+(``concurrent_runs``: folds, trials) divide those CPUs among them. XGBoost's ``nthread`` is the worker's CPUs rounded, at least 1.
 
 A worker's CPUs must also fit on one node: we check against the largest node.
 """
@@ -48,6 +61,11 @@ class WorkerPlan:
     cpus_per_worker: float
     nthread: int
     use_gpu: bool
+
+    @property
+    def local(self) -> bool:
+        """One CPU worker: trained in one Ray task, not a Ray Train worker group."""
+        return self.num_workers == 1 and not self.use_gpu
 
     def resources_per_worker(self) -> dict[str, float]:
         res: dict[str, float] = {"CPU": self.cpus_per_worker}
@@ -84,10 +102,8 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
     totals = ray.cluster_resources()
     cpus = float(totals.get("CPU", 0.0))
     gpus = float(totals.get("GPU", 0.0))
-    largest_node = max(
-        (float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")),
-        default=cpus,
-    )
+    nodes = [float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive")]
+    largest_node = max(nodes, default=cpus)
 
     if spec.use_gpu:
         if gpus < 1:
@@ -110,7 +126,9 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
     if spec.use_gpu:
         per = float(spec.cpus_per_worker or max(1, math.floor(budget / workers)))
     elif spec.num_workers == "auto":
-        if spec.cpus_per_worker is not None:
+        if len(nodes) <= 1 and spec.cpus_per_worker is None:
+            workers, per = 1, _fraction(min(cpus, largest_node) / concurrent_runs)
+        elif spec.cpus_per_worker is not None:
             per = float(spec.cpus_per_worker)
             workers = max(1, math.floor(budget / per))
         else:
@@ -123,6 +141,9 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
         workers = int(spec.num_workers)
         if spec.cpus_per_worker is not None:
             per = float(spec.cpus_per_worker)
+        elif workers == 1:
+            # One task on materialized data: no Ray Data reserve (module docstring).
+            per = _fraction(min(cpus, largest_node) / concurrent_runs)
         else:
             # Fractional CPUs keep the Ray Data reserve on small clusters.
             per = _fraction(budget / workers)

@@ -1,4 +1,4 @@
-"""The code that runs inside each Ray Train worker.
+"""The training loop: inside each Ray Train worker, or in one Ray task.
 
 Each worker reads ITS OWN shard of the train/valid datasets
 (``ray.train.get_dataset_shard``), builds a ``QuantileDMatrix`` from the shard's
@@ -7,6 +7,10 @@ numpy batches, and calls ``xgboost.train`` inside the collective context that
 all-reduced across workers). Resumption after a worker failure loads the latest
 checkpoint (``ray.train.get_checkpoint``) and trains the remaining rounds with
 ``xgb_model=``, carrying the early-stopping state and the metric history over.
+
+The loop talks to its runner through a session (:class:`TrainSession` in a Ray
+Train worker; ``raypipe.train._local.LocalSession`` when one Ray task trains
+alone): the shards, the checkpoint to resume from, reports and checkpoints.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xgboost as xgb
@@ -30,6 +34,47 @@ from raypipe.errors import DataError
 
 MODEL_FILENAME = RayTrainReportCallback.CHECKPOINT_NAME  # "model.ubj"
 STATE_FILENAME = "raypipe_train_state.json"
+
+
+class Session(Protocol):
+    """What the training loop needs from whatever runs it."""
+
+    rank: int
+
+    def shard(self, name: str) -> Any:
+        """This worker's rows of dataset ``name`` (anything with ``iter_batches``)."""
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The latest persisted checkpoint to resume from, or ``None``."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None, name: str | None = None) -> None:
+        """Report ``metrics``; persist ``checkpoint_dir`` (rank 0) as checkpoint ``name``."""
+
+    def wait_persisted(self) -> None:
+        """Block until every checkpoint reported so far is persisted."""
+
+
+class TrainSession:
+    """The session of a Ray Train worker (``ray.train``'s context)."""
+
+    def __init__(self) -> None:
+        self.rank = ray.train.get_context().get_world_rank()
+
+    def shard(self, name: str) -> Any:
+        return ray.train.get_dataset_shard(name)
+
+    def checkpoint(self) -> Checkpoint | None:
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None, name: str | None = None) -> None:
+        checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+
+    def wait_persisted(self) -> None:
+        # Ray Train commits a report when its controller polls the workers.
+        ray.train.get_all_reported_checkpoints(
+            consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=120
+        )
 
 
 # --------------------------------------------------------------------------- data
@@ -202,9 +247,11 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         evals: list[tuple[xgb.DMatrix, str]],
         report_only: list[tuple[xgb.DMatrix, str]],
         total_rounds: int,
+        session: Session,
         fault: dict | None = None,
     ):
         super().__init__(frequency=checkpoint_every, checkpoint_at_end=True)
+        self._session = session
         self._report_every = report_every
         self._total_rounds = total_rounds
         self._es = early_stopping
@@ -236,7 +283,7 @@ class ReportCheckpointCallback(RayTrainReportCallback):
             elif checkpoint_now:
                 self._report_with_checkpoint(metrics, model, rounds, finished=False)
             else:
-                ray.train.report(metrics)
+                self._session.report(metrics)
         return stop
 
     def after_training(self, model):
@@ -278,35 +325,28 @@ class ReportCheckpointCallback(RayTrainReportCallback):
             "history": self.history,
             "early_stopping": self._es.snapshot() if self._es else None,
         }
-        if ray.train.get_context().get_world_rank() == 0:
+        if self._session.rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
                 model.save_model(Path(tmp, MODEL_FILENAME).as_posix())
                 Path(tmp, STATE_FILENAME).write_text(json.dumps(state))
-                ray.train.report(
-                    metrics,
-                    checkpoint=Checkpoint.from_directory(tmp),
-                    checkpoint_dir_name=f"checkpoint_{rounds:06d}"
-                    + ("_final" if finished else ""),
-                )
+                name = f"checkpoint_{rounds:06d}" + ("_final" if finished else "")
+                self._session.report(metrics, tmp, name)
         else:
-            ray.train.report(metrics, checkpoint=None)
+            self._session.report(metrics)
 
     def _maybe_fail(self, rounds: int) -> None:
         """Test hook: kill this worker process once at a given round."""
         fault = self._fault
         if not fault or rounds != fault["round"]:
             return
-        if ray.train.get_context().get_world_rank() != fault.get("rank", 0):
+        if self._session.rank != fault.get("rank", 0):
             return
         marker = Path(fault["marker"])
         if marker.exists():
             return
-        # Crash only once the checkpoints reported so far are committed, so
-        # the test knows which checkpoint the restart resumes from (Ray Train
-        # commits a report when its controller polls the workers).
-        ray.train.get_all_reported_checkpoints(
-            consistency_mode=CheckpointConsistencyMode.COMMITTED, timeout_s=120
-        )
+        # Crash only once the checkpoints reported so far are persisted, so
+        # the test knows which checkpoint the restart resumes from.
+        self._session.wait_persisted()
         marker.write_text(f"killed at round {rounds}\n")
         os._exit(1)
 
@@ -333,6 +373,11 @@ def _load_checkpoint(checkpoint: Checkpoint) -> tuple[xgb.Booster, dict]:
 
 def train_loop_per_worker(cfg: dict) -> dict | None:
     """``train_loop_per_worker`` of the ``XGBoostTrainer`` (one call per worker)."""
+    return train_loop(cfg, TrainSession())
+
+
+def train_loop(cfg: dict, session: Session) -> dict | None:
+    """Train on ``session``'s shards; rank 0 returns the result, other ranks ``None``."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -342,7 +387,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         timings[phase] = timings.get(phase, 0.0) + now - clock
         clock = now
 
-    train_batches, train_rows = _read_shard(ray.train.get_dataset_shard("train"), cfg)
+    train_batches, train_rows = _read_shard(session.shard("train"), cfg)
     lap("read_shards")
     params = _complete_params(cfg, train_batches)
     dtrain = _dmatrix(train_batches, cfg, ref=None)
@@ -354,7 +399,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     train_eval = [(dtrain, "train")]
     valid_rows = 0
     if cfg["has_valid"]:
-        valid_batches, valid_rows = _read_shard(ray.train.get_dataset_shard("valid"), cfg)
+        valid_batches, valid_rows = _read_shard(session.shard("valid"), cfg)
         lap("read_shards")
         evals.append((_dmatrix(valid_batches, cfg, ref=dtrain), "valid"))
         del valid_batches
@@ -362,7 +407,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
 
     model: xgb.Booster | None = None
     state: dict = {"rounds_done": 0, "finished": False, "stopped": False, "history": {}}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint is not None:
         model, state = _load_checkpoint(checkpoint)
 
@@ -384,6 +429,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
         evals=evals,
         report_only=train_eval,
         total_rounds=cfg["num_boost_round"],
+        session=session,
         fault=cfg.get("fault"),
     )
 
@@ -413,7 +459,7 @@ def train_loop_per_worker(cfg: dict) -> dict | None:
     rows = xgb.collective.allreduce(
         np.array([train_rows, valid_rows], dtype=np.float64), xgb.collective.Op.SUM
     )
-    if ray.train.get_context().get_world_rank() != 0:
+    if session.rank != 0:
         return None
     best_attr = booster.attr("best_iteration")
     return {

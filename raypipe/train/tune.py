@@ -1,31 +1,37 @@
 """``tune_xgboost``: hyperparameter search over XGBoost params on Ray Tune.
 
-The Ray Train V2 pattern: each Tune trial is a function trainable that acts as
-the *driver* of one Ray Train run. It builds the trial's :class:`TrainSpec`
-(the sampled params merged over ``spec.params``) and calls the very code path
-of :func:`raypipe.train.train_xgboost` (``xgboost_trainer._run``: the same
-``XGBoostTrainer``, worker loop, early stopping, reports and checkpoints),
-with Ray Tune's ``TuneReportCallback`` forwarding every Ray Train report
-(metrics every ``spec.report_every`` rounds, the final checkpoint's path) to
-Tune. ASHA stops weak trials on those intermediate reports; the stopped trial
-then aborts its Train run at the run's next report, which frees the workers'
-placement group before the trial actor goes (see :class:`_AbortTrainOnStop`).
-The best trial's booster is read from its final checkpoint: no retraining.
+Each Tune trial is a function trainable that builds the trial's
+:class:`TrainSpec` (the sampled params merged over ``spec.params``) and runs
+the training loop of :func:`raypipe.train.train_xgboost`
+(``_worker.train_loop``: the same early stopping, reports and checkpoints):
 
-Resources on a small cluster (the 2-CPU rule of :mod:`raypipe.train._resources`
-still holds: Ray Data keeps its CPU reserve while workers are alive):
+* one worker per trial (``num_workers: auto`` or ``1``, CPU): the trial actor
+  itself trains, holding the trial's CPUs, and reports every ``report_every``
+  rounds straight to Tune (:class:`_TrialSession`). Tune reuses a finished
+  trial's actor for the next trial, so a trial starts in a warm process:
+  no Train controller, no worker group (those cost ~7 s of process starts a
+  trial on the 2-core CI machine);
+* more workers per trial: the Ray Train V2 pattern. The trial actor is the
+  *driver* of one Ray Train run (``xgboost_trainer._run``, the same
+  ``XGBoostTrainer``), with Ray Tune's ``TuneReportCallback`` forwarding every
+  Ray Train report (metrics, the final checkpoint's path) to Tune; a stopped
+  trial aborts its Train run at the run's next report, which frees the
+  workers' placement group before the trial actor goes (see
+  :class:`_AbortTrainOnStop`).
 
-* the trial actor (Train driver) reserves no CPU, only a little memory
-  (Tune requires a non-empty resource request);
-* each trial trains with 1 worker (``num_workers: auto``) or
-  ``spec.num_workers``; the CPUs after the Ray Data reserve are divided among
-  the trials that run at once, e.g. 2 trials x 1 worker x 0.5 CPU on 2 CPUs;
-* the datasets are materialized once into the object store before tuning and
-  every trial streams the same blocks (no per-trial copy, no per-trial
-  re-execution of the feature pipeline).
+ASHA stops weak trials on the intermediate reports. The best trial's booster
+is read from its final checkpoint: no retraining.
+
+Resources: the trials that run at once divide the cluster's CPUs (see
+:func:`raypipe.train._resources.plan_workers`): a one-worker trial takes its
+share whole (e.g. 2 trials x 1 CPU on 2 CPUs); Ray Train trials leave Ray
+Data its reserve and their trial actor reserves no CPU, only a little memory
+(Tune requires a non-empty resource request). The datasets are materialized
+once into the object store before tuning and every trial reads the same
+blocks (no per-trial copy, no per-trial re-execution of the feature pipeline).
 
 Storage, under ``<spec.storage_path>/<run_name>``: Tune's experiment state and
-trial folders, and ``train/<trial_id>/`` holding each trial's Ray Train run
+trial folders, and ``train/<trial_id>/`` holding each trial's training run
 (checkpoints; ``raypipe_train_result.json``, the TrainResult fields of a
 finished trial; ``raypipe_stop_requested``, the marker by which a stopped
 trial aborts its Train run, see :class:`_AbortTrainOnStop`).
@@ -56,7 +62,7 @@ from ray.util.queue import Full
 
 from raypipe.config import SearchDim, TuneConfig
 from raypipe.errors import ConfigError, RaypipeError
-from raypipe.train import _worker
+from raypipe.train import _local, _worker
 from raypipe.train._errors import TrainingError
 from raypipe.train._params import build_params, eval_metrics, maximize
 from raypipe.train._resources import WorkerPlan, data_reserve, plan_workers
@@ -67,6 +73,8 @@ from raypipe.train.xgboost_trainer import (
     _check_fresh_run_dir,
     _require_ray,
     _run,
+    loop_config,
+    train_result,
 )
 
 __all__ = ["TuneResult", "tune_xgboost"]
@@ -201,7 +209,8 @@ def tune_xgboost(
     }
     trainable = ray.tune.with_resources(
         ray.tune.with_parameters(_trial, train=train, valid=valid, job=job),
-        {"cpu": 0, "memory": _TRIAL_DRIVER_MEMORY},
+        # A one-worker trial trains in its own actor, which holds the CPUs.
+        {"cpu": plan.cpus_per_worker} if plan.local else {"cpu": 0, "memory": _TRIAL_DRIVER_MEMORY},
     )
     tuner = ray.tune.Tuner(
         trainable,
@@ -213,6 +222,8 @@ def tune_xgboost(
             scheduler=_scheduler(tune_cfg, spec),
             num_samples=tune_cfg.num_samples,
             max_concurrent_trials=limit,
+            # The next trial runs in a finished trial's actor, XGBoost already imported.
+            reuse_actors=plan.local,
         ),
         run_config=ray.tune.RunConfig(
             name=run_name,
@@ -258,8 +269,32 @@ class _TrainRun:
     """The Ray Train run a trial actor drives (one per trial actor process)."""
 
     stop_marker: str
+    local: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     stop_requested: bool = False
+
+
+class _TrialStopped(Exception):
+    """Raised in a one-worker trial's training loop once Tune stopped the trial."""
+
+
+class _TrialSession(_local.LocalSession):
+    """A one-worker trial: the loop runs in the trial actor, checkpoints as a
+    one-task run's, every report goes to Tune (with the checkpoint's path, as
+    ``TuneReportCallback`` forwards a Ray Train run's)."""
+
+    def __init__(self, datasets: dict[str, Any], fs, path: str, run: _TrainRun):
+        super().__init__(datasets, fs, path)
+        self._run = run
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None, name: str | None = None) -> None:
+        if self._run.stop_requested:
+            raise _TrialStopped
+        super().report(metrics, checkpoint_dir, name)
+        item = dict(metrics)
+        if checkpoint_dir is not None:
+            item[CHECKPOINT_PATH_KEY] = self.last_checkpoint
+        ray.tune.report(item)
 
 
 # Trial id -> its Train run, in the trial actor's process.
@@ -267,29 +302,38 @@ _TRAIN_RUNS: dict[str, _TrainRun] = {}
 
 
 def _trial(config: dict, train=None, valid=None, job=None) -> None:
-    """One Tune trial: drive one Ray Train run of the sampled params.
+    """One Tune trial of the sampled params: a one-worker plan trains right here
+    (:class:`_TrialSession`), a larger one drives a Ray Train run.
 
-    Returns nothing and never calls ``ray.tune.report`` itself: Tune's
-    function session holds one result at a time, and ``TuneReportCallback``
-    may still have the final Train report queued when ``fit`` returns, so a
-    report from here could deadlock with it.
+    A Ray Train trial never calls ``ray.tune.report`` itself: Tune's function
+    session holds one result at a time, and ``TuneReportCallback`` may still
+    have the final Train report queued when ``fit`` returns, so a report from
+    here could deadlock with it.
     """
     os.environ.update(job["env"])
     trial_id = ray.tune.get_context().get_trial_id()
     spec: TrainSpec = job["spec"]
+    plan: WorkerPlan = job["plan"]
     trial_spec = replace(spec, params={**spec.params, **_plain(config)})
     check_spec(trial_spec)
     run_dir = f"{trial_spec.storage_path.rstrip('/')}/{trial_id}"
-    run = _TRAIN_RUNS[trial_id] = _TrainRun(stop_marker=f"{run_dir}/{_STOP_FILENAME}")
+    run = _TRAIN_RUNS[trial_id] = _TrainRun(stop_marker=f"{run_dir}/{_STOP_FILENAME}", local=plan.local)
     try:
-        result = _run(
-            trial_spec,
-            train,
-            valid,
-            trial_id,
-            job["plan"],
-            callbacks=[_TuneReportUntilStopped(run.stop_marker)],
-        )
+        if plan.local:
+            started = time.perf_counter()
+            fs, path = _local.run_dir(trial_spec.storage_path, trial_id)
+            session = _TrialSession({"train": train, "valid": valid}, fs, path, run)
+            out = _worker.train_loop(loop_config(trial_spec, plan, has_valid=True), session)
+            result = train_result(out, None, plan, session.last_checkpoint or "", time.perf_counter() - started)
+        else:
+            result = _run(
+                trial_spec,
+                train,
+                valid,
+                trial_id,
+                plan,
+                callbacks=[_TuneReportUntilStopped(run.stop_marker)],
+            )
         # The TrainResult fields the driver cannot read from the checkpoint.
         summary = asdict(replace(result, booster=None))
         fs, path = pyarrow.fs.FileSystem.from_uri(f"{run_dir}/{_RESULT_FILENAME}")
@@ -330,6 +374,10 @@ def _abort_train_run(trial_id: str, timeout_s: float = _ABORT_WAIT_S) -> None:
     if run is None or run.done.is_set():
         return
     run.stop_requested = True
+    if run.local:
+        # The loop ends at its next report (_TrialSession) or with the actor; it
+        # may be blocked in Tune's report until Tune's own cleanup releases it.
+        return
     fs, path = pyarrow.fs.FileSystem.from_uri(run.stop_marker)
     fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
     with fs.open_output_stream(path) as out:

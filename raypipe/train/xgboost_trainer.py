@@ -1,4 +1,4 @@
-"""``train_xgboost``: distributed XGBoost on Ray Train V2 (``XGBoostTrainer``)."""
+"""``train_xgboost``: XGBoost on Ray Train V2 (``XGBoostTrainer``), or in one Ray task for one worker."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, Sc
 from ray.train.xgboost import XGBoostTrainer
 
 from raypipe.errors import ConfigError, DataError, RaypipeError, SchemaError
-from raypipe.train import _worker
+from raypipe.train import _local, _worker
 from raypipe.train._errors import TrainingError
 from raypipe.train._params import build_params, eval_metrics, maximize
 from raypipe.train._resources import WorkerPlan, plan_workers
@@ -72,9 +72,11 @@ def train_xgboost(
     valid: ray.data.Dataset | None,
     run_name: str,
 ) -> TrainResult:
-    """Train an XGBoost model with Ray Train on the connected Ray cluster.
+    """Train an XGBoost model on the connected Ray cluster.
 
-    Each worker builds a ``QuantileDMatrix`` from its own shard of ``train``
+    A one-worker plan (``num_workers: auto`` on one node, or ``num_workers: 1``)
+    trains in one Ray task with every CPU it was given (see
+    :mod:`raypipe.train._local`); more workers train with Ray Train. Each worker builds a ``QuantileDMatrix`` from its own shard of ``train``
     (and ``valid``); XGBoost's collective does distributed boosting. Metrics
     are reported every ``spec.report_every`` rounds, checkpoints persisted every
     ``spec.checkpoint_every`` rounds and at the end under
@@ -124,39 +126,23 @@ def _run(
     *,
     callbacks: list | None = None,
 ) -> TrainResult:
-    """One Ray Train run of ``spec`` with ``plan``'s workers.
+    """One training run of ``spec`` with ``plan``'s workers: one Ray task for a
+    one-worker plan (``plan.local``), else a Ray Train run.
 
-    ``callbacks`` are Ray Train run callbacks (``RunConfig(callbacks=...)``),
-    e.g. Ray Tune's ``TuneReportCallback`` when a Tune trial drives the run.
+    ``callbacks`` are Ray Train run callbacks (``RunConfig(callbacks=...)``);
+    passing a list (even empty) asks for a Ray Train run.
     """
     _check_columns(spec, train, "train")
     if valid is not None:
         _check_columns(spec, valid, "valid")
-    params = build_params(spec, nthread=plan.nthread, use_gpu=plan.use_gpu)
-    es_metric = eval_metrics(params)[-1]
     storage_path = spec.storage_path or _DEFAULT_STORAGE
     _check_fresh_run_dir(storage_path, run_name)
-
-    config: dict[str, Any] = {
-        "params": params,
-        "task": spec.task,
-        "scale_pos_weight_auto": spec.params.get("scale_pos_weight") == "auto",
-        "label": spec.label,
-        "features": list(spec.features),
-        "feature_types": list(spec.feature_types),
-        "weight": spec.weight,
-        "num_boost_round": spec.num_boost_round,
-        "early_stopping_rounds": spec.early_stopping_rounds,
-        "early_stopping_metric": es_metric,
-        "early_stopping_maximize": maximize(es_metric),
-        "report_every": spec.report_every,
-        "checkpoint_every": spec.checkpoint_every,
-        "has_valid": valid is not None,
-        "fault": _fault_from_env(),
-    }
+    config = loop_config(spec, plan, has_valid=valid is not None)
     datasets = {"train": train}
     if valid is not None:
         datasets["valid"] = valid
+    if plan.local and callbacks is None:
+        return _run_local(spec, datasets, run_name, plan, config, storage_path)
 
     # preserve_order makes Ray Data's streaming split hand the same rows to
     # the same worker on every run (locality hints are ignored then), which
@@ -196,13 +182,7 @@ def _run(
             cause = getattr(failure, "cause", failure)
             if isinstance(cause, RaypipeError):  # e.g. DataError about the labels
                 raise type(cause)(str(cause)) from exc
-        raise TrainingError(
-            f"train[{run_name}]: expected XGBoost training on {plan.num_workers} "
-            f"worker(s) to finish, got a failure after "
-            f"{spec.max_failures} allowed restart(s): {_root_message(exc)}. Hint: check "
-            "the worker logs in the Ray dashboard; raise model.training.max_failures "
-            "for flaky nodes."
-        ) from exc
+        raise _failed(run_name, plan, spec, exc) from exc
     duration = time.perf_counter() - started
 
     out = result.return_value
@@ -213,13 +193,41 @@ def _run(
             "is a raypipe bug; please report it with the run directory "
             f"{result.path!r}."
         )
-    booster = _worker_model(result.checkpoint)
+    return train_result(out, _worker_model(result.checkpoint), plan, result.checkpoint.path, duration)
+
+
+def loop_config(spec: TrainSpec, plan: WorkerPlan, *, has_valid: bool) -> dict[str, Any]:
+    """The config of ``_worker.train_loop`` for ``spec`` on ``plan``'s workers."""
+    params = build_params(spec, nthread=plan.nthread, use_gpu=plan.use_gpu)
+    es_metric = eval_metrics(params)[-1]
+    return {
+        "params": params,
+        "task": spec.task,
+        "scale_pos_weight_auto": spec.params.get("scale_pos_weight") == "auto",
+        "label": spec.label,
+        "features": list(spec.features),
+        "feature_types": list(spec.feature_types),
+        "weight": spec.weight,
+        "num_boost_round": spec.num_boost_round,
+        "early_stopping_rounds": spec.early_stopping_rounds,
+        "early_stopping_metric": es_metric,
+        "early_stopping_maximize": maximize(es_metric),
+        "report_every": spec.report_every,
+        "checkpoint_every": spec.checkpoint_every,
+        "has_valid": has_valid,
+        "fault": _fault_from_env(),
+    }
+
+
+def train_result(out: dict[str, Any], booster: xgb.Booster | None, plan: WorkerPlan,
+                 checkpoint_path: str, duration: float) -> TrainResult:
+    """The :class:`TrainResult` of rank 0's return value ``out`` (see ``_worker.train_loop``)."""
     return TrainResult(
         booster=booster,
         best_iteration=out["best_iteration"],
         history=out["history"],
         num_workers=plan.num_workers,
-        checkpoint_path=result.checkpoint.path,
+        checkpoint_path=checkpoint_path,
         duration_s=duration,
         metrics=out["metrics"],
         rows=out["rows"],
@@ -229,7 +237,55 @@ def _run(
     )
 
 
+def _run_local(
+    spec: TrainSpec,
+    datasets: dict[str, ray.data.Dataset],
+    run_name: str,
+    plan: WorkerPlan,
+    config: dict[str, Any],
+    storage_path: str,
+) -> TrainResult:
+    """One worker: the training loop in one Ray task (see :mod:`raypipe.train._local`)."""
+    materialized = {}
+    for name, ds in datasets.items():
+        if not isinstance(ds, MaterializedDataset):
+            # In order, so that the same rows give the same model (as the Ray Train path).
+            ds = ds.copy(ds)
+            ds.context.execution_options.preserve_order = True
+            ds = ds.materialize()
+        materialized[name] = ds
+    task = ray.remote(_local.train_task).options(
+        name=f"raypipe.train[{run_name}]",
+        num_cpus=plan.cpus_per_worker,
+        max_retries=spec.max_failures,
+        retry_exceptions=False,  # a bad label is not fixed by a retry; a dead process is
+    )
+    started = time.perf_counter()
+    try:
+        out = ray.get(task.remote(config, materialized, storage_path, run_name))
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, RaypipeError):  # e.g. DataError about the labels
+            raise type(exc.cause)(str(exc.cause)) from exc
+        raise _failed(run_name, plan, spec, exc) from exc
+    except ray.exceptions.RayError as exc:  # the process died more often than allowed
+        raise _failed(run_name, plan, spec, exc) from exc
+    duration = time.perf_counter() - started
+    fs, _ = _local.run_dir(storage_path, run_name)
+    booster = _worker_model(ray.train.Checkpoint(out["checkpoint_path"], filesystem=fs))
+    return train_result(out, booster, plan, out["checkpoint_path"], duration)
+
+
 # ------------------------------------------------------------------ helpers
+
+
+def _failed(run_name: str, plan: WorkerPlan, spec: TrainSpec, exc: BaseException) -> TrainingError:
+    return TrainingError(
+        f"train[{run_name}]: expected XGBoost training on {plan.num_workers} "
+        f"worker(s) to finish, got a failure after "
+        f"{spec.max_failures} allowed restart(s): {_root_message(exc)}. Hint: check "
+        "the worker logs in the Ray dashboard; raise model.training.max_failures "
+        "for flaky nodes."
+    )
 
 
 def _require_ray() -> None:
@@ -268,10 +324,7 @@ def _check_columns(spec: TrainSpec, ds: ray.data.Dataset, name: str) -> None:
 
 def _check_fresh_run_dir(storage_path: str, run_name: str, where: str = "train") -> None:
     # Ray Train and Ray Tune both silently resume a run whose directory exists.
-    fs, root = pyarrow.fs.FileSystem.from_uri(
-        storage_path if "://" in storage_path else os.path.abspath(storage_path)
-    )
-    run_dir = f"{root.rstrip('/')}/{run_name}"
+    fs, run_dir = _local.run_dir(storage_path, run_name)
     if fs.get_file_info(run_dir).type != pyarrow.fs.FileType.NotFound:
         raise ConfigError(
             f"{where}: run directory {storage_path.rstrip('/')}/{run_name}: expected a "

@@ -20,11 +20,12 @@ from sklearn.metrics import accuracy_score, log_loss, mean_squared_error, roc_au
 import ray
 import ray.data
 
-from raypipe.errors import ConfigError, SchemaError, StageError
+from raypipe.errors import ConfigError, DataError, SchemaError, StageError
 from raypipe.train import TrainingError, TrainResult, TrainSpec, train_xgboost
 from raypipe.train.cross_validation import fold_of
 from raypipe.train.spec import check_spec
-from raypipe.train.xgboost_trainer import FAULT_ENV
+from raypipe.train._resources import plan_workers
+from raypipe.train.xgboost_trainer import FAULT_ENV, _run
 
 pytestmark = pytest.mark.ray
 
@@ -160,26 +161,32 @@ def test_fold_assignment_is_deterministic_and_balanced():
 
 
 @pytest.mark.parametrize(
-    ("cpus", "gpus", "num_workers", "cpus_per_worker", "expected"),
+    ("cpus", "nodes", "gpus", "num_workers", "cpus_per_worker", "expected"),
     [
-        (2, 0, "auto", None, (2, 0.5, 1)),  # 1 CPU left to Ray Data
-        (4, 0, "auto", None, (3, 1.0, 1)),
-        (16, 0, "auto", None, (7, 2.0, 2)),  # reserve 1.6 CPUs
-        (2, 0, 2, None, (2, 0.5, 1)),
-        (2, 0, 1, None, (1, 1.0, 1)),
-        (8, 0, "auto", 3, (2, 3.0, 3)),
-        (16, 2, "auto", None, (2, 7.0, 7)),
+        # One node: one worker with every CPU (a Ray task, no worker group).
+        (2, 1, 0, "auto", None, (1, 2.0, 2, True)),
+        (16, 1, 0, "auto", None, (1, 16.0, 16, True)),
+        # Several nodes: Ray Train workers, Ray Data keeps its reserve.
+        (2, 2, 0, "auto", None, (2, 0.5, 1, False)),  # 1 CPU left to Ray Data
+        (4, 2, 0, "auto", None, (3, 1.0, 1, False)),
+        (16, 2, 0, "auto", None, (7, 2.0, 2, False)),  # reserve 1.6 CPUs
+        (2, 1, 0, 2, None, (2, 0.5, 1, False)),
+        (2, 1, 0, 1, None, (1, 2.0, 2, True)),
+        (16, 2, 0, 1, None, (1, 8.0, 8, True)),  # the largest node
+        (8, 1, 0, "auto", 3, (2, 3.0, 3, False)),
+        (16, 1, 2, "auto", None, (2, 7.0, 7, False)),
     ],
 )
-def test_worker_plan(monkeypatch, cpus, gpus, num_workers, cpus_per_worker, expected):
+def test_worker_plan(monkeypatch, cpus, nodes, gpus, num_workers, cpus_per_worker, expected):
     from raypipe.train import _resources
 
     monkeypatch.setattr(_resources.ray, "cluster_resources", lambda: {"CPU": cpus, "GPU": gpus})
-    monkeypatch.setattr(_resources.ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": cpus}}])
+    monkeypatch.setattr(_resources.ray, "nodes",
+                        lambda: [{"Alive": True, "Resources": {"CPU": cpus / nodes}}] * nodes)
     spec = _spec("regression", "/tmp", num_workers=num_workers, cpus_per_worker=cpus_per_worker,
                  use_gpu=gpus > 0)
     plan = _resources.plan_workers(spec)
-    assert (plan.num_workers, plan.cpus_per_worker, plan.nthread) == expected
+    assert (plan.num_workers, plan.cpus_per_worker, plan.nthread, plan.local) == expected
 
 
 def test_worker_plan_rejects_more_cpus_than_the_cluster(monkeypatch):
@@ -302,3 +309,48 @@ def test_worker_killed_without_retries_raises_training_error(ray_cluster, storag
                  early_stopping_rounds=None, max_failures=0)
     with pytest.raises(TrainingError, match=r"train\[no-retry\]: expected XGBoost training on 1 worker"):
         train_xgboost(spec, _dataset(cols), _dataset(cols), "no-retry")
+
+
+# ------------------------------------------------------- one worker, one task
+
+
+def test_one_worker_task_gives_the_ray_train_model(ray_cluster, storage):
+    """The one-task path runs the very loop of a 1-worker Ray Train run: same bytes."""
+    train_cols, valid_cols = _frame("binary_classification", 3000, 11), _frame("binary_classification", 1000, 12)
+    spec = _spec("binary_classification", storage, num_workers=1, num_boost_round=30, early_stopping_rounds=None)
+    plan = plan_workers(spec)
+    assert plan.local
+    task = _run(spec, _dataset(train_cols), _dataset(valid_cols), "one-task", plan)
+    # A callback list (as Ray Tune passes) keeps the Ray Train worker group.
+    group = _run(spec, _dataset(train_cols), _dataset(valid_cols), "one-worker-group", plan, callbacks=[])
+    assert task.booster.save_raw("ubj") == group.booster.save_raw("ubj")
+    assert task.metrics == group.metrics and task.history == group.history
+    assert task.rows == {"train": 3000, "valid": 1000} and task.num_workers == 1
+    assert sorted(p.name for p in Path(storage, "one-task").iterdir()) == [
+        "checkpoint_000020", "checkpoint_000030_final"]  # every 20 rounds and the end; 2 kept
+    assert task.checkpoint_path.endswith("one-task/checkpoint_000030_final")
+
+
+def test_one_worker_task_killed_resumes_from_checkpoint(ray_cluster, storage, tmp_path, monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, f"25:{marker}:0")  # the task's process exits at round 25
+    train_cols, valid_cols = _frame("binary_classification", 4000, 7), _frame("binary_classification", 1000, 8)
+    spec = _spec("binary_classification", storage, num_workers=1, num_boost_round=40,
+                 early_stopping_rounds=None, checkpoint_every=10, max_failures=1)
+    result = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "task-killed")
+    assert marker.read_text() == "killed at round 25\n"
+    assert result.resumed_from_round == 20
+    assert result.booster.num_boosted_rounds() == 40
+    assert result.history["round"] == [10, 20, 30, 40]
+    monkeypatch.delenv(FAULT_ENV)
+    clean = _timed(spec, _dataset(train_cols), _dataset(valid_cols), "task-not-killed")
+    assert result.booster.save_raw("ubj") == clean.booster.save_raw("ubj")
+
+
+def test_one_worker_task_data_error_is_raised_as_is(ray_cluster, storage):
+    cols = _frame("binary_classification", 500, 13)
+    cols["y"] = np.zeros(500, dtype=np.float32)
+    spec = _spec("binary_classification", storage, num_workers=1, num_boost_round=5, early_stopping_rounds=None,
+                 params={"scale_pos_weight": "auto"})
+    with pytest.raises(DataError, match=r"scale_pos_weight: 'auto' needs both classes .* got 0 positive of 500"):
+        train_xgboost(spec, _dataset(cols), None, "one-class")
