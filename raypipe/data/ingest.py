@@ -48,7 +48,8 @@ class IngestResult:
 
     Attributes:
         dataset: valid rows, typed as declared, with ``__rp_file``/``__rp_line`` kept
-            for the split (materialized).
+            for the split (held in the object store: materialized, or a column
+            projection of the materialized validated rows when none was quarantined).
         counts: ``{"ingested", "valid", "quarantined", "by_rule": {rule: n},
             "by_column": {column: n}}``; each quarantined row counts once, under its
             first broken rule (``by_column`` leaves out reader errors, which have no
@@ -180,9 +181,16 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = Non
         is_record = col(QUARANTINE_RECORD).is_not_null()
         quarantine = stream.filter(expr=is_record).select_columns([QUARANTINE_RECORD])
         quarantine = quarantine.map_batches(_unpack, batch_format="pyarrow", batch_size=None).materialize()
-        valid = stream.filter(expr=col(QUARANTINE_RECORD).is_null()).drop_columns([QUARANTINE_RECORD]).materialize()
-        n_valid, n_bad = valid.count(), quarantine.count()
-        del stream  # frees the combined blocks
+        n_bad = quarantine.count()
+        if n_bad:
+            valid = stream.filter(expr=col(QUARANTINE_RECORD).is_null()).drop_columns([QUARANTINE_RECORD]).materialize()
+            n_valid = valid.count()
+        else:
+            # Every row is valid: the validated blocks minus the (all-null) record column,
+            # a projection the next stage's map absorbs, instead of a copy of every row.
+            valid = stream.drop_columns([QUARANTINE_RECORD])
+            n_valid = ingested
+        del stream  # with quarantined rows, frees the combined blocks
         by_rule: Counter[str] = Counter()
         by_column: Counter[str] = Counter()
         if n_bad:
