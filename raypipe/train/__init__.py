@@ -1,11 +1,12 @@
-"""Training: XGBoost on Ray Train, cross-validation.
+"""Training: XGBoost on Ray Train (or one Ray task for one worker), cross-validation.
 
 Public names::
 
     TrainSpec, TrainResult     what to train / what came out
-    train_xgboost              distributed training (ray.train.xgboost.XGBoostTrainer)
+    train_xgboost              training: one Ray task for one worker, else Ray Train
+                               (ray.train.xgboost.XGBoostTrainer)
     cross_validate             k-fold CV, folds by a deterministic row hash
-    tune_xgboost, TuneResult   hyperparameter search on Ray Tune (one Train run per trial)
+    tune_xgboost, TuneResult   hyperparameter search on Ray Tune (one training run per trial)
     TrainingError              training failed (a raypipe.errors.StageError)
 """
 
