@@ -715,10 +715,10 @@ Task = Literal["binary_classification", "multiclass", "regression"]
 
 
 class TrainingConfig(_Model):
-    num_workers: int | Literal["auto"] = Field("auto", description="Ray Train workers; 'auto' sizes from the cluster.")
+    num_workers: int | Literal["auto"] = Field("auto", description="Training workers: 1 trains in one Ray task, 2 or more as a Ray Train worker group; 'auto' is 1 on a one-node cluster, else sized from the cluster.")
     use_gpu: bool = Field(False, description="One GPU per worker and XGBoost device=cuda.")
     cpus_per_worker: float | None = Field(None, gt=0, description="CPUs per worker (default: sized from the cluster).")
-    report_every: int = Field(10, ge=1, description="Report metrics to Ray Train every N boosting rounds.")
+    report_every: int = Field(10, ge=1, description="Report metrics (the training rows scored too) every N boosting rounds.")
     checkpoint_every: int = Field(50, ge=1, description="Checkpoint every K rounds (and at the end).")
     max_failures: int = Field(1, ge=0, description="Worker failures tolerated; training resumes from the last checkpoint.")
 

@@ -60,18 +60,20 @@ class TrainSpec:
         num_boost_round: Maximum number of boosting rounds.
         early_stopping_rounds: Stop after this many rounds without improvement
             on the validation set; ``None`` disables early stopping.
-        num_workers: Training workers, or ``"auto"`` to size from the cluster.
+        num_workers: Training workers, or ``"auto"`` to size from the cluster
+            (one worker, trained in one Ray task, on a one-node cluster).
         use_gpu: Train on GPUs (one per worker), ``device="cuda"``.
         cpus_per_worker: CPUs reserved by each worker; ``None`` picks one.
-        report_every: Report metrics to Ray Train every N rounds. Each
+        report_every: Report metrics every N rounds. In a Ray Train run each
             ``ray.train.report`` waits for the controller's next poll of the
             workers (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``: raypipe makes it
             0.2 s unless set), so reporting every round would dominate small runs;
-            training-set metrics are computed at reported rounds only.
+            training-set metrics are computed at reported rounds only (one pass
+            over the training rows each: 0.72 s on 5M rows here).
         checkpoint_every: Persist a checkpoint every N rounds (and at the end);
             those rounds are reported too.
-        max_failures: Worker-group restarts allowed; each resumes from the
-            latest checkpoint.
+        max_failures: Worker-group (or task) restarts allowed; each resumes
+            from the latest checkpoint.
         weight: Optional sample-weight column.
         num_class: Classes for ``multiclass``; ``None`` counts ``max(label)+1``.
         seed: XGBoost seed.
