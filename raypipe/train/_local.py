@@ -20,7 +20,6 @@ What Ray Train gave and this keeps:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import pyarrow.fs
 
 from ray.train import Checkpoint
 
+from raypipe.config import absolute_uri
 from raypipe.train._worker import MODEL_FILENAME, STATE_FILENAME, train_loop
 
 _KEEP = 2  # checkpoints kept, as the Ray Train runs' CheckpointConfig(num_to_keep=2)
@@ -35,8 +35,7 @@ _KEEP = 2  # checkpoints kept, as the Ray Train runs' CheckpointConfig(num_to_ke
 
 def run_dir(storage_path: str, run_name: str) -> tuple[pyarrow.fs.FileSystem, str]:
     """The filesystem and path of a run's folder (a local path or a URI)."""
-    uri = storage_path if "://" in storage_path else os.path.abspath(storage_path)
-    fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+    fs, root = pyarrow.fs.FileSystem.from_uri(absolute_uri(storage_path))
     return fs, f"{root.rstrip('/')}/{run_name}"
 
 

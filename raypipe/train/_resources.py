@@ -37,7 +37,8 @@ An explicit ``num_workers: 1`` trains in one Ray task as well, with every CPU
 (of the largest node) by default. With an explicit ``num_workers`` of 2 or
 more the CPUs per worker default to ``(CPUs - reserve) / num_workers``
 (fractional allowed), so the same reserve holds. Runs planned together
-(``concurrent_runs``: folds, trials) divide those CPUs among them. XGBoost's ``nthread`` is the worker's CPUs rounded, at least 1.
+(``concurrent_runs``: folds, trials) divide those CPUs among them. XGBoost's
+``nthread`` is the worker's CPUs rounded, at least 1.
 
 A worker's CPUs must also fit on one node: we check against the largest node.
 """
@@ -122,12 +123,15 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
                 f"{gpus:g} GPUs. Hint: use num_workers: auto."
             )
     budget = max(cpus - data_reserve(cpus), 0.0) / concurrent_runs
+    # One worker trains in one task on materialized data: no Ray Data reserve
+    # (module docstring), every CPU of the largest node.
+    one_task = _fraction(min(cpus, largest_node) / concurrent_runs)
 
     if spec.use_gpu:
         per = float(spec.cpus_per_worker or max(1, math.floor(budget / workers)))
     elif spec.num_workers == "auto":
         if len(nodes) <= 1 and spec.cpus_per_worker is None:
-            workers, per = 1, _fraction(min(cpus, largest_node) / concurrent_runs)
+            workers, per = 1, one_task
         elif spec.cpus_per_worker is not None:
             per = float(spec.cpus_per_worker)
             workers = max(1, math.floor(budget / per))
@@ -142,8 +146,7 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
         if spec.cpus_per_worker is not None:
             per = float(spec.cpus_per_worker)
         elif workers == 1:
-            # One task on materialized data: no Ray Data reserve (module docstring).
-            per = _fraction(min(cpus, largest_node) / concurrent_runs)
+            per = one_task
         else:
             # Fractional CPUs keep the Ray Data reserve on small clusters.
             per = _fraction(budget / workers)

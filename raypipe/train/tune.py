@@ -60,7 +60,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.util.queue import Full
 
-from raypipe.config import SearchDim, TuneConfig
+from raypipe.config import SearchDim, TuneConfig, absolute_uri
 from raypipe.errors import ConfigError, RaypipeError
 from raypipe.train import _local, _worker
 from raypipe.train._errors import TrainingError
@@ -188,7 +188,7 @@ def tune_xgboost(
         )
     space = _search_space(spec, tune_cfg)
     metric, mode = _metric_and_mode(spec, metric)
-    storage_path = _absolute(spec.storage_path or _DEFAULT_STORAGE)
+    storage_path = absolute_uri(spec.storage_path or _DEFAULT_STORAGE)
     _check_fresh_run_dir(storage_path, run_name, where="tune")
     fs, _ = pyarrow.fs.FileSystem.from_uri(storage_path)
     concurrency, trial_spec, plan = _plan(spec, tune_cfg, storage_path, run_name)
@@ -726,10 +726,6 @@ def _message(error: BaseException) -> str:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
 
 
 def _plain(config: dict) -> dict:

@@ -76,8 +76,8 @@ def train_xgboost(
 
     A one-worker plan (``num_workers: auto`` on one node, or ``num_workers: 1``)
     trains in one Ray task with every CPU it was given (see
-    :mod:`raypipe.train._local`); more workers train with Ray Train. Each worker builds a ``QuantileDMatrix`` from its own shard of ``train``
-    (and ``valid``); XGBoost's collective does distributed boosting. Metrics
+    :mod:`raypipe.train._local`); more workers train with Ray Train. Each worker
+    builds a ``QuantileDMatrix`` from its own shard of ``train`` (and ``valid``); XGBoost's collective does distributed boosting. Metrics
     are reported every ``spec.report_every`` rounds, checkpoints persisted every
     ``spec.checkpoint_every`` rounds and at the end under
     ``<storage_path>/<run_name>``; after a worker failure the run resumes from
