@@ -313,9 +313,9 @@ class _Column:
             lo_hi = pc.min_max(out)
             lo, hi = lo_hi["min"].as_py(), lo_hi["max"].as_py()
             if spec.min is not None and lo is not None and lo < spec.min:
-                found.append(("min", pc.fill_null(pc.less(out, spec.min), False)))
+                found.append(("min", _beyond(out, spec.min, below=True)))
             if spec.max is not None and hi is not None and hi > spec.max:
-                found.append(("max", pc.fill_null(pc.greater(out, spec.max), False)))
+                found.append(("max", _beyond(out, spec.max, below=False)))
         if self.allowed is not None and out.null_count < len(out):
             bad = pc.and_(pc.is_valid(out), pc.invert(pc.is_in(out, value_set=self.allowed)))
             if pc.any(bad).as_py():
@@ -334,6 +334,25 @@ class _Column:
 
 
 # --------------------------------------------------------------------------- validator
+
+
+def _beyond(out: pa.Array, bound: float, *, below: bool) -> pa.Array:
+    """Mask (no nulls) of the values of ``out`` below (``below``) or above ``bound``.
+
+    Integer columns are compared as integers: Arrow would cast them to float64 to meet a
+    float bound, and it refuses values past 2**53 (``9007199254740994`` in an ``age``
+    column must break ``max: 120``, not the request) and would round the rest.
+    """
+    if not pa.types.is_integer(out.type):
+        return pc.fill_null((pc.less if below else pc.greater)(out, bound), False)
+    info = np.iinfo(out.type.to_pandas_dtype())
+    if (below and bound > info.max) or (not below and bound < info.min):
+        return pc.is_valid(out)  # every value is past a bound outside the type's range
+    if (below and bound <= info.min) or (not below and bound >= info.max):
+        return pa.repeat(pa.scalar(False), len(out))
+    # For integers x: x < bound <=> x < ceil(bound), and x > bound <=> x > floor(bound).
+    edge = pa.scalar(math.ceil(bound) if below else math.floor(bound), out.type)
+    return pc.fill_null((pc.less if below else pc.greater)(out, edge), False)
 
 
 class BatchValidator:

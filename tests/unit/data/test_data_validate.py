@@ -189,6 +189,23 @@ def test_empty_string_is_missing_for_numbers():
     assert rules(q) == [("not_null", "n", "")]
 
 
+def test_min_and_max_compare_integers_exactly_past_2_to_the_53():
+    # Arrow would cast the int64 column to float64 to meet the float bound and refuse
+    # these values (a 500 on /predict); 2**53 + 1 must also not round down to the bound.
+    t = pa.table({"n": ["9007199254740994", "9007199254740993", "9007199254740992", "-9007199254740995", "5"]})
+    valid, q = validate_batch(t, schema(n={"type": "int", "min": -(2**53), "max": 2**53}), "s")
+    assert valid["n"].to_pylist() == [9007199254740992, 5]
+    assert rules(q) == [("max", "n", "9007199254740994"), ("max", "n", "9007199254740993"),
+                        ("min", "n", "-9007199254740995")]
+    big = pa.table({"age": ["9007199254744099", "40"]})
+    valid, q = validate_batch(big, schema(age={"type": "int", "min": 0.5, "max": 120.5}), "s")
+    assert valid["age"].to_pylist() == [40]
+    assert rules(q) == [("max", "age", "9007199254744099")]
+    # Bounds outside int64: nothing is above 1e300; everything is above -1e300.
+    valid, q = validate_batch(t, schema(n={"type": "int", "max": 1e300, "min": -1e300}), "s")
+    assert valid.num_rows == 5 and q.num_rows == 0
+
+
 def test_int64_edges():
     t = pa.table({"n": ["9223372036854775807", "9223372036854775808", "12345678901234567890123", "x"]})
     valid, q = validate_batch(t, schema(n={"type": "int"}), "s")
