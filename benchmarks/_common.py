@@ -138,9 +138,9 @@ def init_ray(cpus: int) -> None:
     environment ``raypipe`` gives a local Ray it starts."""
     import ray
 
-    from raypipe.pipeline import use_local_ray_env
+    from raypipe.runtime.cluster import use_local_ray_env
 
     if not ray.is_initialized():
         use_local_ray_env()
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)

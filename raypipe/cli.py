@@ -137,15 +137,12 @@ def validate(config: str, address, profile, overrides, as_json, log_level) -> No
 @_common
 def run(config: str, until: str | None, address, profile, overrides, as_json, log_level) -> None:
     """Run the batch pipeline of CONFIG and print a summary."""
-    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    _make_ctx(address, profile, overrides, as_json, log_level)
     try:
-        from raypipe.config import check_config
-        from raypipe.pipeline import Pipeline
+        from raypipe import api
 
-        cfg = ctx.load(config)
-        check_config(cfg, config)
         with _stdout_to_stderr(as_json):
-            result = Pipeline(cfg, config_path=config, address=address).run(until=until)
+            result = api.run(config, until=until, address=address, profile=profile, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     if as_json:
@@ -161,15 +158,14 @@ def run(config: str, until: str | None, address, profile, overrides, as_json, lo
 @_common
 def infer_schema(config: str, output: str | None, sample_rows: int, address, profile, overrides, as_json, log_level) -> None:
     """Infer a `data.schema` section from CONFIG's source and print it as YAML."""
-    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    _make_ctx(address, profile, overrides, as_json, log_level)
     try:
         import yaml
 
-        from raypipe.pipeline import infer_schema as infer
+        from raypipe import api
 
-        cfg = ctx.load(config)
         with _stdout_to_stderr(True):
-            schema = infer(cfg, address=address, sample_rows=sample_rows)
+            schema = api.infer_schema(config, address=address, sample_rows=sample_rows, profile=profile, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     text = yaml.safe_dump({"schema": schema}, sort_keys=False)
@@ -196,7 +192,7 @@ def ingest_stream(config: str, max_messages, duration_s, only, address, profile,
     acknowledged only after its file is in place, and redelivered messages already
     landed are dropped. `raypipe run CONFIG` then reads the landing zone.
     """
-    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    _make_ctx(address, profile, overrides, as_json, log_level)
 
     def on_event(kind: str, sub: str, detail: dict) -> None:
         if kind == "landed":
@@ -207,11 +203,11 @@ def ingest_stream(config: str, max_messages, duration_s, only, address, profile,
             click.echo(f"{sub}: {detail.get('state')}{error}", err=True)
 
     try:
-        from raypipe.streams.consumer import ingest_stream as run_consumers
+        from raypipe import api
 
-        cfg = ctx.load(config)
         with _stdout_to_stderr(as_json):
-            summary = run_consumers(cfg, address, max_messages, duration_s, list(only) or None, on_event)
+            summary = api.ingest_stream(config, address=address, max_messages=max_messages, duration_s=duration_s,
+                                        subscriptions=list(only) or None, on_event=on_event, profile=profile, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     if as_json:
@@ -250,10 +246,10 @@ def serve(config: str, model_ref: str | None, export: str | None, address, profi
             click.echo(json.dumps({"status": "ok", "serve_config": export}) if as_json else
                        f"wrote {export}; deploy it with: serve deploy {export}")
             return
-        from raypipe.serving.deploy import serve_model
+        from raypipe import api
 
         with _stdout_to_stderr(as_json):
-            info = serve_model(cfg, model_ref, address)
+            info = api.serve(cfg, model=model_ref, address=address)
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     remote = bool(address or cfg.cluster.address or os.environ.get("RAY_ADDRESS"))
@@ -291,13 +287,12 @@ def serve(config: str, model_ref: str | None, export: str | None, address, profi
 @_common
 def predict(config: str, input_uri: str, output_uri: str, model_ref: str | None, address, profile, overrides, as_json, log_level) -> None:
     """Batch inference with Ray Data: the same model bundle as the HTTP endpoint."""
-    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    _make_ctx(address, profile, overrides, as_json, log_level)
     try:
-        from raypipe.inference import batch_predict
+        from raypipe import api
 
-        cfg = ctx.load(config)
         with _stdout_to_stderr(as_json):
-            result = batch_predict(cfg, input_uri, output_uri, model_ref, address)
+            result = api.predict(config, input_uri, output_uri, model=model_ref, address=address, profile=profile, overrides=overrides)
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     if as_json:
@@ -314,15 +309,13 @@ def predict(config: str, input_uri: str, output_uri: str, model_ref: str | None,
 @_common
 def retrain(config: str, address, profile, overrides, as_json, log_level) -> None:
     """Retrain now: the configured sources plus labeled production data, gated, promoted if better."""
-    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    _make_ctx(address, profile, overrides, as_json, log_level)
     try:
-        from raypipe.monitor.retrain import retrain as run_retrain
-        from raypipe.pipeline import connect
+        from raypipe import api
 
-        cfg = ctx.load(config)
         with _stdout_to_stderr(as_json):
-            connect(cfg, address)
-            result = run_retrain(cfg, {"kind": "manual", "by": "raypipe retrain"}, address)
+            result = api.retrain(config, address=address, profile=profile, overrides=overrides,
+                                 trigger={"kind": "manual", "by": "raypipe retrain"})
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     if as_json:

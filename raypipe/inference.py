@@ -11,10 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import ray
+from ray.data import ActorPoolStrategy
 
-from raypipe.bundle import ModelBundle
+from raypipe.bundle import ModelBundle, input_columns
+from raypipe.config import CsvSource, JsonSource, ParquetSource, SchemaConfig, ValidationConfig
+from raypipe.data import provenance as prov
+from raypipe.data.ingest import ingest
+from raypipe.errors import ConfigError
+from raypipe.registry import open_registry, resolve_version
+from raypipe.runtime.cluster import connect
 
-__all__ = ["predict_dataset", "prediction_table", "collect"]
+__all__ = ["predict_dataset", "prediction_table", "collect", "batch_predict"]
 
 
 def prediction_table(bundle: ModelBundle, batch: pa.Table, keep: Sequence[str] = ()) -> pa.Table:
@@ -72,8 +80,6 @@ def predict_dataset(
         num_cpus: CPUs reserved per actor.
     """
     if concurrency is None:
-        import ray
-
         concurrency = (1, max(1, int(ray.cluster_resources().get("CPU", 1) // num_cpus)))
     return ds.map_batches(
         _Predictor,
@@ -87,8 +93,6 @@ def predict_dataset(
 
 
 def _actor_pool(concurrency: int | tuple[int, int]) -> Any:
-    from ray.data import ActorPoolStrategy
-
     if isinstance(concurrency, tuple):
         return ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     return ActorPoolStrategy(size=concurrency)
@@ -96,8 +100,6 @@ def _actor_pool(concurrency: int | tuple[int, int]) -> Any:
 
 def collect(ds: Any) -> pa.Table:
     """Gather a (small) dataset's rows on the driver as one Arrow table."""
-    import ray
-
     return pa.concat_tables(ray.get(ds.to_arrow_refs()), promote_options="default")
 
 
@@ -107,8 +109,6 @@ _FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "js
 
 
 def _format_of(uri: str, where: str) -> str:
-    from raypipe.errors import ConfigError
-
     base = uri.rstrip("/").rsplit("/", 1)[-1].lower()
     for ext, fmt in _FORMATS.items():
         if base.endswith(ext):
@@ -120,9 +120,6 @@ def _input_source(cfg: Any, uri: str) -> Any:
     """The config's own source options where the input has the same format (a headerless CSV
     stays headerless), else the format's defaults. A path without an extension (a folder)
     is read with the config's source type."""
-    from raypipe.config import CsvSource, JsonSource, ParquetSource
-    from raypipe.errors import ConfigError
-
     src = cfg.data.source
     file_based = src.type in ("csv", "parquet", "json", "jsonl")
     try:
@@ -163,31 +160,22 @@ def batch_predict(cfg: Any, input_uri: str, output_uri: str, model: str | None =
     Returns:
         ``{"model", "rows": {"input", "predicted", "quarantined"}, "output", "quarantine"}``.
     """
-    from raypipe.config import SchemaConfig, ValidationConfig
-    from raypipe.data import provenance as prov
-    from raypipe.data.ingest import ingest
-    from raypipe.pipeline import connect
-    from raypipe.serving.deploy import endpoint_settings
-    from raypipe.serving.request import InputSchema
-    from raypipe.registry import ModelRegistry
-
     out_fmt = _format_of(output_uri, "--output")
-    settings = endpoint_settings(cfg, model, with_keys=False)
-    registry = ModelRegistry(settings["registry_uri"])
-    version = registry.get(settings["model_name"], settings["model"])
+    version = resolve_version(cfg, model, "predict")
+    registry = open_registry(cfg)
     bundle = ModelBundle.load(registry.local_path(version.model, version.version))
-    inputs = InputSchema(bundle.schema)
-    schema = SchemaConfig(columns=inputs.columns, id=inputs.id_column, extra_columns="drop")
+    id_column = bundle.schema.get("id")
+    schema = SchemaConfig(columns=input_columns(bundle.schema), id=id_column, extra_columns="drop")
     data = cfg.data.model_copy(update={
         "source": _input_source(cfg, input_uri),
         "schema_": schema,
         "validation": ValidationConfig(max_invalid_fraction=1.0),
     })
     run_cfg = cfg.model_copy(update={"data": data})
-    connect(cfg, address)
+    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
     quarantine_uri = output_uri.rstrip("/") + ".quarantine"
     result = ingest(run_cfg, quarantine_uri=quarantine_uri, state_uri=quarantine_uri + "-state")
-    keep = ([inputs.id_column] if inputs.id_column else []) + [prov.FILE, prov.LINE]
+    keep = ([id_column] if id_column else []) + [prov.FILE, prov.LINE]
     predicted = predict_dataset(bundle, result.dataset, keep=keep)
     predicted = predicted.rename_columns({prov.FILE: "source_file", prov.LINE: "source_line"})
     if out_fmt == "csv":

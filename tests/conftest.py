@@ -17,11 +17,12 @@ def ray_cluster():
     gives a local Ray it starts (``LOCAL_RAY_ENV``)."""
     import ray
 
-    from raypipe.pipeline import use_local_ray_env
+    from raypipe.runtime.cluster import use_local_ray_env
 
     if not ray.is_initialized():
         use_local_ray_env()
         ray.init(
+            address="local",
             num_cpus=int(os.environ.get("RAYPIPE_TEST_CPUS", "2")),
             include_dashboard=False,
             log_to_driver=False,

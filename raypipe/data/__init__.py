@@ -4,6 +4,10 @@
 assignment) load at once, the Ray-backed names on first use, so online serving code
 can validate a request without Ray Data.
 
+Source types register their readers in :mod:`raypipe.data.sources` (plugins such as
+the ``stream`` type of :mod:`raypipe.streams` through the ``raypipe.sources`` entry
+point group): the data plane never imports the floors above it.
+
 Public names here:
 
 - :func:`read_source`, :func:`register_source` — ``data.source`` → ``ray.data.Dataset``
@@ -22,9 +26,7 @@ modules (a package attribute cannot be both)::
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
-from raypipe.data.split import SplitResult, split_dataset
 from raypipe.data.validate import BatchValidator, infer_schema, validate_batch
 
 __all__ = [
@@ -43,11 +45,13 @@ _LAZY = {
     "read_source": "raypipe.data.sources",
     "register_source": "raypipe.data.sources",
     "IngestResult": "raypipe.data.ingest",
+    "split_dataset": "raypipe.data.ray_split",
+    "SplitResult": "raypipe.data.ray_split",
     "infer_source_schema": "raypipe.data.ingest",
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # PEP 562: the Ray-backed names import Ray only when first used.
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)

@@ -6,7 +6,7 @@ parsed is never dropped: it comes back as an *error row* (every data column null
 ``__rp_error`` says why, ``__rp_raw`` holds its text) for validation to quarantine.
 
 Keeping these functions free of Ray lets the unit tests feed them ``io.BytesIO``
-streams, and keeps the datasources in :mod:`raypipe.data.sources` thin.
+streams, and keeps the datasources in :mod:`raypipe.data.file_sources` thin.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import codecs
 import io
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -25,10 +25,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from raypipe.data import provenance as prov
-from raypipe.errors import DataError, SchemaError, did_you_mean
+from raypipe.errors import DataError, SchemaError
 
 __all__ = [
-    "ColumnMap",
     "CsvFormat",
     "read_csv_stream",
     "read_text_stream",
@@ -36,77 +35,7 @@ __all__ = [
     "read_json_buffer",
     "read_records",
     "read_parquet_file",
-    "files_of",
 ]
-
-
-def files_of(table: pa.Table, default: str = "<unknown file>") -> str:
-    """The file(s) a table's rows came from, for error messages ("a.csv (and 2 more)")."""
-    if prov.FILE not in table.column_names or table.num_rows == 0:
-        return default
-    files = [f for f in pc.unique(table.column(prov.FILE)).to_pylist() if f is not None]
-    if not files:
-        return default
-    return files[0] + (f" (and {len(files) - 1} more)" if len(files) > 1 else "")
-
-
-# --------------------------------------------------------------------------- rename / select
-
-
-@dataclass(frozen=True)
-class ColumnMap:
-    """A source's ``rename`` then ``columns`` selection, applied to every block it reads.
-
-    Args:
-        rename: ``{old_name: new_name}``; names absent from a file are ignored.
-        columns: keep only these (renamed) columns, in this order; None keeps all.
-    """
-
-    rename: Mapping[str, str] = field(default_factory=dict)
-    columns: tuple[str, ...] | None = None
-
-    @classmethod
-    def of(cls, source: Any) -> ColumnMap:
-        """The map of a config source model (anything with ``rename`` and ``columns``)."""
-        cols = getattr(source, "columns", None)
-        return cls(dict(getattr(source, "rename", {}) or {}), tuple(cols) if cols is not None else None)
-
-    def source_columns(self) -> list[str] | None:
-        """The original names of the selected columns (for projection pushdown), or None."""
-        if self.columns is None:
-            return None
-        back = {new: old for old, new in self.rename.items()}
-        return [back.get(c, c) for c in self.columns]
-
-    def apply(self, table: pa.Table, path: str | None = None) -> pa.Table:
-        """Rename, check and select the data columns; reader columns pass through.
-
-        Raises:
-            SchemaError: a selected column is missing, or a data column uses the
-                reserved ``__rp_`` prefix.
-        """
-        names = table.column_names
-        data = [n for n in names if n not in prov.READER_COLUMNS]
-        reserved = [n for n in data if prov.is_internal(n)]
-        where = path or files_of(table)
-        if reserved:
-            raise SchemaError(
-                f"data.source: {where}: column name(s) {', '.join(reserved)} use the reserved prefix "
-                f"'{prov.PREFIX}'. Hint: rename them with data.source.rename."
-            )
-        if self.rename:
-            table = table.rename_columns([n if n in prov.READER_COLUMNS else self.rename.get(n, n) for n in names])
-            data = [self.rename.get(n, n) for n in data]
-        if self.columns is None:
-            return table
-        for col in self.columns:
-            if col not in data:
-                raise SchemaError(
-                    f"data.source: {where}: column '{col}' is missing (file columns: {', '.join(data)})."
-                    f"{did_you_mean(col, data)}"
-                )
-        keep = list(self.columns) + [c for c in prov.READER_COLUMNS if c in table.column_names]
-        return table.select(keep)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -673,7 +602,7 @@ def read_parquet_file(f: Any, path: str, columns: Sequence[str] | None = None, b
         f: a random-access file (``pyarrow.NativeFile`` or a path).
         path: recorded in ``__rp_file``.
         columns: read only these columns (those the file has; missing ones are
-            reported later by :class:`ColumnMap` with the file named).
+            reported later by :class:`~raypipe.data.columns.ColumnMap` with the file named).
     """
     import pyarrow.parquet as pq
 

@@ -18,22 +18,25 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 from ray.data.expressions import col
 
 from raypipe.config import PipelineConfig, SchemaConfig
 from raypipe.data import provenance as prov
-from raypipe.data.sources import read_source, source_name, unwrap_task_errors
-from raypipe.data.split import SplitResult, split_dataset
+from raypipe.data.provenance import source_name
+from raypipe.data.ray_split import SplitResult, split_dataset
+from raypipe.data.sources import read_source
+from raypipe.data.task_errors import unwrap_task_errors
 from raypipe.data.validate import BatchValidator, infer_schema, quarantine_schema, schema_from_inferred
 from raypipe.data.watermark import Watermark, watermark_session
 from raypipe.errors import DataError, StageError, ValidationError
+from raypipe.runtime.storage import absolute_uri, resolve
 
 __all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "QUARANTINE_RECORD"]
 
@@ -116,15 +119,12 @@ def _prepare_quarantine_dir(uri: str) -> tuple[str, Any]:
     """The path to write to and the save mode: replace an earlier quarantine, never other files."""
     from ray.data import SaveMode
 
-    if "://" not in uri or uri.startswith("file://"):
-        uri = os.path.abspath(uri.removeprefix("file://"))
+    uri = absolute_uri(uri)
     try:
-        from pyarrow import fs as pafs
-
-        filesystem, path = pafs.FileSystem.from_uri(uri if "://" in uri else "file://" + uri)
+        filesystem, path = resolve(uri, what="data.validation.quarantine_uri")
         infos = filesystem.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
     except (pa.ArrowInvalid, ValueError, OSError):
-        return uri, SaveMode.APPEND  # a filesystem pyarrow does not know: let Ray write alongside
+        return uri, SaveMode.APPEND  # a filesystem neither pyarrow nor fsspec knows: let Ray write alongside
     others = [i.path for i in infos if i.type == pafs.FileType.File and not i.path.endswith(".parquet")]
     if others:
         raise StageError(

@@ -15,12 +15,16 @@ column          type       meaning
 ``__rp_raw``    string     the raw text of such a row; null otherwise
 ==============  =========  ==============================================================
 
+Quarantine records and metrics also name the source a row came from:
+:func:`source_name`.
+
 This module is pure (pyarrow and numpy only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -36,6 +40,7 @@ __all__ = [
     "with_provenance",
     "error_rows",
     "is_internal",
+    "source_name",
 ]
 
 PREFIX = "__rp_"
@@ -53,6 +58,11 @@ READER_COLUMNS = (FILE, LINE, ERROR, RAW)
 def is_internal(name: str) -> bool:
     """Whether a column name is one of raypipe's bookkeeping columns."""
     return name.startswith(PREFIX)
+
+
+def source_name(source: Any) -> str:
+    """The name of a source in metrics, quarantine records and watermark files: ``name``, else its type."""
+    return source.name or source.type
 
 
 def with_provenance(table: pa.Table, path: str, lines: np.ndarray | pa.Array | None) -> pa.Table:

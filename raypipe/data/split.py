@@ -1,4 +1,5 @@
-"""Train/valid/test splits: pure per-batch assignment, plus a thin Ray Data wrapper.
+"""Train/valid/test splits: pure per-batch assignment (the Ray Data wrapper is
+:func:`raypipe.data.ray_split.split_dataset`).
 
 Every assignment depends only on a row's own values (and the seed), never on its
 position, its block or the cluster's size, so the same rows always land in the same
@@ -29,8 +30,8 @@ import fnmatch
 import hashlib
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,9 +40,7 @@ import pyarrow.compute as pc
 from raypipe.config import SplitConfig
 from raypipe.data import provenance as prov
 from raypipe.errors import DataError, SchemaError, did_you_mean
-
-if TYPE_CHECKING:
-    import ray.data
+from raypipe.runtime.storage import is_local
 
 __all__ = [
     "TRAIN",
@@ -57,13 +56,14 @@ __all__ = [
     "match_files",
     "assign_files",
     "SplitPlan",
-    "SplitResult",
-    "split_dataset",
+    "SPLIT_NAMES",
+    "time_values",
 ]
 
 TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_COLUMN = "__rp_split"
-_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
+#: The split of each code, by name.
+SPLIT_NAMES = {TRAIN: "train", VALID: "valid", TEST: "test"}
 
 # --------------------------------------------------------------------------- hashing
 
@@ -173,8 +173,15 @@ def assign_random(
 # --------------------------------------------------------------------------- time
 
 
-def _time_values(arr: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """(float64 or int64 values, null mask, kind 'time'|'number')."""
+def time_values(arr: pa.ChunkedArray | pa.Array, where: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """A time column as numbers: ``(values, null mask, kind)``.
+
+    Datetimes and dates become int64 microseconds (kind ``"time"``), numbers float64
+    (kind ``"number"``); nulls (and NaN) are 0 in ``values`` and True in the mask.
+
+    Raises:
+        SchemaError: the column is neither (``where`` names the setting).
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
     t = arr.type
@@ -238,7 +245,7 @@ def assign_time(table: pa.Table, time_column: str, valid_from: Any, test_from: A
     if time_column not in table.column_names:
         data = [n for n in table.column_names if not prov.is_internal(n)]
         raise SchemaError(f"{where}.time_column: column '{time_column}' is not in the data.{did_you_mean(time_column, data)}")
-    values, nulls, kind = _time_values(table.column(time_column), f"{where}.time_column")
+    values, nulls, kind = time_values(table.column(time_column), f"{where}.time_column")
     codes = np.full(len(values), TRAIN, dtype=np.int8)
     vf = _threshold(valid_from, kind, f"{where}.valid_from")
     tf = _threshold(test_from, kind, f"{where}.test_from")
@@ -260,7 +267,7 @@ def normalize_paths(paths: Sequence[str], base: str | None = None) -> list[str]:
     base = base or os.getcwd()
     out: list[str] = []
     for p in paths:
-        if "://" not in p or p.startswith("file://"):
+        if is_local(p):
             local = p.removeprefix("file://")
             out.append(os.path.normpath(os.path.join(base, os.path.expanduser(local))))
         else:
@@ -375,112 +382,3 @@ class SplitPlan:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return table.append_column(SPLIT_COLUMN, pa.array(self.assign(table), pa.int8()))
-
-
-# --------------------------------------------------------------------------- Ray wrapper
-
-
-@dataclass
-class SplitResult:
-    """The three splits (materialized ``ray.data`` datasets) and their row counts."""
-
-    train: ray.data.Dataset
-    valid: ray.data.Dataset
-    test: ray.data.Dataset
-    counts: dict[str, int] = field(default_factory=dict)
-
-
-def split_dataset(
-    ds: ray.data.Dataset,
-    cfg: SplitConfig,
-    key_columns: Sequence[str] | None = None,
-    keep_provenance: bool = False,
-) -> SplitResult:
-    """Split a dataset with Ray Data: one ``map_batches`` assigns, three filters separate.
-
-    Args:
-        ds: validated rows (with ``__rp_file`` for the ``files`` method).
-        cfg: the ``data.split`` config.
-        key_columns: hash keys when ``cfg.key_columns`` is not set (default: every
-            data column).
-        keep_provenance: keep ``__rp_file``/``__rp_line`` in the splits.
-
-    Returns:
-        A :class:`SplitResult`; ``counts`` has ``train``, ``valid``, ``test``.
-
-    Raises:
-        SchemaError: the time column or a key column is missing.
-    """
-    from ray.data.expressions import col
-
-    plan = SplitPlan.of(cfg)
-    outside = 0
-    if plan.method == "time" and cfg.window:
-        ds, outside = _keep_window(ds, plan.time_column, cfg.window)
-    if plan.key_columns is None and key_columns:
-        plan = SplitPlan(**{**plan.__dict__, "key_columns": tuple(key_columns)})
-    if plan.method == "time" and (plan.test_from is None or plan.valid_from is None):
-        plan = _with_quantiles(ds, plan)
-    assigned = ds.map_batches(plan, batch_format="pyarrow", batch_size=None, zero_copy_batch=True).materialize()
-    names = assigned.schema().names
-    drop = [SPLIT_COLUMN] + ([] if keep_provenance else [c for c in prov.READER_COLUMNS if c in names])
-    parts = {}
-    for code, name in _NAMES.items():
-        parts[name] = assigned.filter(expr=col(SPLIT_COLUMN) == code).drop_columns(drop).materialize()
-    counts = {name: part.count() for name, part in parts.items()}
-    if outside:
-        counts["outside_window"] = outside
-    return SplitResult(parts["train"], parts["valid"], parts["test"], counts)
-
-
-class _SinceFilter:
-    """map_batches UDF: the rows whose time value is at least ``since`` (int64 µs or a number)."""
-
-    def __init__(self, column: str, since: Any):
-        self.column, self.since = column, since
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        values, nulls, _ = _time_values(table.column(self.column), "data.split.time_column")
-        return table.filter(pa.array(~nulls & (values >= self.since)))
-
-
-def _keep_window(ds: ray.data.Dataset, column: str, window: str) -> tuple[ray.data.Dataset, int]:
-    """The rows within ``window`` of the newest time value, and how many were older."""
-    import ray
-
-    from raypipe.config import parse_span
-
-    tables = [t for t in ray.get(ds.select_columns([column]).to_arrow_refs()) if t.num_rows]
-    if not tables:
-        return ds, 0
-    values, nulls, kind = _time_values(pa.concat_tables(tables).column(0), "data.split.time_column")
-    if kind != "time":
-        raise SchemaError(f"data.split.window: the time column '{column}' holds numbers; a window like {window!r} needs datetimes.")
-    since = int(values[~nulls].max()) - int(parse_span(window) * 1_000_000)
-    kept = ds.map_batches(_SinceFilter(column, since), batch_format="pyarrow", batch_size=None).materialize()
-    return kept, ds.count() - kept.count()
-
-
-def _with_quantiles(ds: ray.data.Dataset, plan: SplitPlan) -> SplitPlan:
-    """Fill the missing time thresholds from the exact quantiles of the time column.
-
-    Only the one column travels to the driver (8 bytes a row).
-    """
-    import ray
-
-    refs = ds.select_columns([plan.time_column]).to_arrow_refs()
-    tables = [t for t in ray.get(refs) if t.num_rows]
-    if not tables:
-        return plan
-    values, nulls, kind = _time_values(pa.concat_tables(tables).column(0), "data.split.time_column")
-    valid_from, test_from = time_thresholds(values[~nulls], plan.test_fraction, plan.valid_fraction)
-    if kind == "time":
-        to_iso = lambda v: None if v is None else pa.scalar(v, pa.int64()).cast(pa.timestamp("us")).as_py().isoformat()  # noqa: E731
-        valid_from, test_from = to_iso(valid_from), to_iso(test_from)
-    return SplitPlan(
-        **{
-            **plan.__dict__,
-            "valid_from": plan.valid_from if plan.valid_from is not None else valid_from,
-            "test_from": plan.test_from if plan.test_from is not None else test_from,
-        }
-    )

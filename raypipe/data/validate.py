@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 
 from raypipe.config import ColumnSpec, SchemaConfig
 from raypipe.data import provenance as prov
-from raypipe.data._formats import files_of
+from raypipe.data.columns import files_of
 from raypipe.errors import SchemaError, did_you_mean
 
 __all__ = [

@@ -23,14 +23,15 @@ collects the pending watermarks of one ingest::
     for wm in session.watermarks:
         wm.commit(run_id)                      # only after the run succeeded
 
-This module is pure (pyarrow filesystems, no Ray).
+Files are resolved by :mod:`raypipe.runtime.storage` and read and replaced with the
+registry's :class:`~raypipe.registry.Store` primitives. This module is pure (pyarrow
+filesystems, no Ray).
 """
 
 from __future__ import annotations
 
 import contextvars
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,10 +39,11 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raypipe.errors import DataError
+from raypipe.registry import Store
+from raypipe.runtime.storage import resolve
 
 __all__ = [
     "Watermark",
@@ -96,16 +98,12 @@ def _json_value(value: Any) -> Any:
     return None if value is None else encode_value(value)[1]
 
 
-def _filesystem(path: str) -> tuple[pafs.FileSystem, str]:
-    if "://" not in path or path.startswith("file://"):
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(path.removeprefix("file://")))
+def _state_filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and path of a watermark file; a state URI nothing can open is a DataError."""
     try:
-        return pafs.FileSystem.from_uri(path)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
-        raise DataError(
-            f"data.source.incremental.state_uri: cannot open {path} ({exc}). "
-            "Expected a local folder or a URI pyarrow understands (file://, s3://, gs://, hdfs://, abfs://)."
-        ) from exc
+        return resolve(path, what="data.source.incremental.state_uri")
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def state_file(state_dir: str, source: str) -> str:
@@ -119,9 +117,7 @@ def read_watermark(path: str, column: str) -> Any:
     Raises:
         DataError: the file is unreadable, or holds the watermark of another column.
     """
-    from raypipe.registry._store import Store
-
-    fs, local = _filesystem(path)
+    fs, local = _state_filesystem(path)
     try:
         data = Store(fs, "/", path).read_bytes(local)
     except OSError as exc:
@@ -172,8 +168,6 @@ class Watermark:
 
     def commit(self, run_id: str | None = None) -> None:
         """Write ``current`` as the committed watermark (atomically); nothing to do if not advanced."""
-        from raypipe.registry._store import Store
-
         if not self.advanced or self.path is None:
             return
         kind, value = encode_value(self.current)
@@ -186,7 +180,7 @@ class Watermark:
             "run_id": run_id,
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        fs, local = _filesystem(self.path)
+        fs, local = _state_filesystem(self.path)
         try:
             Store(fs, "/", self.path).write_atomic(local, (json.dumps(body, indent=2) + "\n").encode())
         except OSError as exc:

@@ -4,6 +4,10 @@ Pure (never imports Ray): fitted in memory with :meth:`FeaturePipeline.fit_local
 or on a Ray Dataset with :func:`raypipe.features.ray_fit.fit_on_dataset` (a
 submodule, imported explicitly, so ``import raypipe.features`` stays Ray-free).
 
+Each transform owns its parameters (:mod:`raypipe.features.steps`): the config's
+``features:`` section is :data:`raypipe.features.steps.FeatureStep`, the union of
+those parameter models. Features import nothing from the config.
+
 >>> import pyarrow as pa
 >>> from raypipe.features import FeaturePipeline
 >>> fp = FeaturePipeline([{"type": "one_hot", "columns": ["c"]}], {"c": "category"})

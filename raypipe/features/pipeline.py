@@ -23,7 +23,7 @@ Rules:
 
 Example:
     >>> import pyarrow as pa
-    >>> from raypipe.config import ImputeStep, CategoricalStep
+    >>> from raypipe.features.steps import CategoricalStep, ImputeStep
     >>> steps = [ImputeStep(type="impute", columns=["age"], strategy="median"),
     ...          CategoricalStep(type="categorical", columns=["color"])]
     >>> fp = FeaturePipeline(steps, {"age": "int", "color": "category", "y": "int"}, exclude=["y"])
@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import TypeAdapter, ValidationError
 
 from raypipe.errors import ConfigError, SchemaError, did_you_mean
 from raypipe.features.expression import referenced_names
@@ -52,6 +53,7 @@ from raypipe.features.stats import StatRequest, compute_stats, empty_stat
 from raypipe.features.steps import (
     NUMERIC_TYPES,
     TEXT_TYPES,
+    FeatureStep,
     FittedStep,
     OneHot,
     Step,
@@ -74,11 +76,7 @@ _VERSION = 1
 
 
 def _step_models(steps: Iterable[Any]) -> list[Any]:
-    """Config step models; plain dicts are validated with the config schema."""
-    from pydantic import TypeAdapter, ValidationError
-
-    from raypipe.config import FeatureStep
-
+    """Step parameter models; plain dicts are validated into them (:data:`FeatureStep`)."""
     adapter = TypeAdapter(FeatureStep)
     out = []
     for i, step in enumerate(steps):
@@ -104,8 +102,8 @@ class FeaturePipeline:
     """Fit-once, transform-anywhere feature steps.
 
     Args:
-        steps: the config's ``features`` list (pydantic step models from
-            :mod:`raypipe.config`, or equivalent dicts).
+        steps: the config's ``features`` list (step parameter models from
+            :mod:`raypipe.features.steps`, or equivalent dicts).
         input_types: column → schema type (``int``, ``float``, ``string``,
             ``category``, ``bool``, ``datetime``) of the validated rows, in
             column order; label/weight/id columns may be included.

@@ -10,8 +10,9 @@ reference profile (:func:`raypipe.monitor.drift.check_window`), emits metrics,
 records alerts in the registry's event log (and POSTs them to a webhook), and applies
 the ``retrain`` policy: after ``drift.consecutive_windows`` drifting windows, when a
 live metric crosses its bound, or on a schedule; never two at once, not within the
-cooldown. The retraining runs as a Ray task on the cluster
-(:func:`raypipe.monitor.retrain.retrain`).
+cooldown. The retraining runs as a Ray task on the cluster: the monitor is handed the
+function to run (:func:`raypipe.loop.retrain`, by whoever starts it), since retraining is
+the pipeline, a floor above monitoring.
 """
 
 from __future__ import annotations
@@ -24,13 +25,21 @@ import threading
 import time
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import ray
+from ray.util import metrics
 
-from raypipe.config import absolute_uri
+from raypipe.bundle import ModelBundle, input_columns
+from raypipe.config import PipelineConfig
+from raypipe.monitor.drift import ReferenceProfile, check_window
+from raypipe.monitor.log import FEEDBACK, PREDICTIONS, read_new
+from raypipe.monitor.window import WindowBuffer
+from raypipe.registry import ModelRegistry
+from raypipe.runtime.storage import absolute_uri
 
 __all__ = ["monitor_name", "Monitor", "start_monitor", "stop_monitor"]
 
@@ -44,10 +53,12 @@ def monitor_name(model: str) -> str:
     return f"raypipe:monitor:{model}"
 
 
-def _retrain_task(config: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
-    from raypipe.config import PipelineConfig
-    from raypipe.monitor.retrain import retrain
+#: What a monitor runs to retrain: ``retrain(cfg, trigger) -> result dict`` (see
+#: :func:`raypipe.loop.retrain` for the keys it returns).
+Retrain = Callable[[PipelineConfig, dict[str, Any]], dict[str, Any]]
 
+
+def _retrain_task(retrain: Retrain, config: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
     try:
         return retrain(PipelineConfig.model_validate(config), trigger)
     except Exception as exc:  # the outcome is recorded, not raised into the monitor
@@ -55,16 +66,17 @@ def _retrain_task(config: dict[str, Any], trigger: dict[str, Any]) -> dict[str, 
 
 
 class Monitor:
-    """See the module docstring. Created by :func:`start_monitor`."""
+    """See the module docstring. Created by :func:`start_monitor`.
 
-    def __init__(self, config: dict[str, Any]):
-        from ray.util import metrics
+    Args:
+        config: the pipeline config as JSON (paths absolute).
+        retrain: what to run when the policy triggers a retraining; ``None`` records the
+            trigger (event and alert) without retraining.
+    """
 
-        from raypipe.config import PipelineConfig
-        from raypipe.monitor.window import WindowBuffer
-        from raypipe.registry import ModelRegistry
-
+    def __init__(self, config: dict[str, Any], retrain: Retrain | None = None):
         self.config = config
+        self.retrain_fn = retrain
         cfg = PipelineConfig.model_validate(config)
         self.cfg = cfg
         self.name = cfg.model_name
@@ -117,8 +129,6 @@ class Monitor:
 
     def poll(self) -> int:
         """Read new log files, check closed windows, apply the policy; returns windows closed."""
-        from raypipe.monitor.log import FEEDBACK, PREDICTIONS, read_new
-
         with self._lock:
             feedback, paths = read_new(self.root, FEEDBACK, self.seen_feedback)
             if feedback is not None:
@@ -145,13 +155,9 @@ class Monitor:
     # ------------------------------------------------------------------ checks
 
     def _reference_for(self, version: int) -> Any:
-        from raypipe.bundle import ModelBundle
-        from raypipe.monitor.drift import ReferenceProfile
-        from raypipe.serving.request import InputSchema
-
         if self._reference is None or self._reference[0] != version:
             bundle = ModelBundle.load(self.registry.local_path(self.name, version))
-            features = list(InputSchema(bundle.schema).columns)
+            features = list(input_columns(bundle.schema))
             features = [f for f in features if f != bundle.schema.get("id")]
             classes = list(bundle.features.label_encoder.classes) if bundle.task != "regression" else None
             self._reference = (version, (ReferenceProfile(bundle.profile), features, bundle.task, bundle.threshold, classes))
@@ -165,8 +171,6 @@ class Monitor:
         return np.array([index.get(v, np.nan) if v is not None else np.nan for v in text], dtype=np.float64)
 
     def _check(self, window: Any) -> None:
-        from raypipe.monitor.drift import check_window
-
         champion = self.registry.get(self.name, "champion").version
         profile, features, task, threshold, classes = self._reference_for(champion)
         table = window.table
@@ -248,9 +252,13 @@ class Monitor:
         if self.rows_since_retrain < r.cooldown_rows or time.monotonic() - self.last_retrain_at < r.cooldown_s:
             return False
         self.registry.log_event(self.name, "retrain_triggered", reason=f"{trigger['kind']} (monitor)", details=trigger)
-        self.retrain_started = {**trigger, "started_at": time.time()}
-        task = ray.remote(_retrain_task).options(num_cpus=0, name=f"raypipe:retrain:{self.name}")
-        self.retrain_ref = task.remote(self.config, trigger)
+        if self.retrain_fn is None:
+            self._alert("retrain", f"{trigger['kind']}: retraining is due, but this monitor was started without a "
+                        "retrain function (start it with raypipe.serve or raypipe.loop.start_closed_loop)", trigger)
+        else:
+            self.retrain_started = {**trigger, "started_at": time.time()}
+            task = ray.remote(_retrain_task).options(num_cpus=0, name=f"raypipe:retrain:{self.name}")
+            self.retrain_ref = task.remote(self.retrain_fn, self.config, trigger)
         self.rows_since_retrain = 0
         self.last_retrain_at = time.monotonic()
         self.consecutive = 0
@@ -324,8 +332,14 @@ def _absolute_paths(node: Any) -> None:
             _absolute_paths(item)
 
 
-def start_monitor(cfg: Any) -> Any:
-    """Get or create the model's monitor actor (detached, restarted on failure)."""
+def start_monitor(cfg: PipelineConfig, retrain: Retrain | None = None) -> Any:
+    """Get or create the model's monitor actor (detached, restarted on failure).
+
+    Args:
+        cfg: the pipeline config.
+        retrain: what the monitor runs when its policy triggers a retraining (the
+            closed loop passes :func:`raypipe.loop.retrain`); ``None``: alert only.
+    """
     config = cfg.model_dump(mode="json", by_alias=True)
     # Paths the actor resolves must not depend on its working directory.
     for section, key in (("registry", "uri"), ("monitor", "log_uri"), ("output", "uri")):
@@ -335,7 +349,7 @@ def start_monitor(cfg: Any) -> Any:
         name=monitor_name(cfg.model_name), namespace="raypipe", lifetime="detached", get_if_exists=True,
         max_restarts=-1, max_task_retries=-1, num_cpus=0, max_concurrency=4,
     )
-    return actor.remote(config)
+    return actor.remote(config, retrain)
 
 
 def stop_monitor(model: str) -> bool:

@@ -14,6 +14,11 @@ Example::
     v = reg.register("adult", "out/bundle", metrics={"roc_auc": 0.91}, run_id="r-1")
     reg.promote("adult", v.version, reason="passed gates")
     reg.get("adult@champion").version   # -> v.version
+    reg.resolve("challenger", default_name="adult")   # a --model value, with defaults
+
+Exports for other packages: :class:`Store` (the atomic read / write-then-rename
+primitives, also used for the ingest watermarks) and every error of the tree
+drawn in :mod:`raypipe.registry._errors`, :class:`RegistryError` at its root.
 """
 
 from raypipe.registry._errors import (
@@ -32,14 +37,22 @@ from raypipe.registry._records import (
     ModelVersion,
     RegistryEvent,
     parse_model_ref,
+    split_model_ref,
 )
 from raypipe.registry._registry import ModelRegistry
+from raypipe.registry._configured import open_registry, resolve_model, resolve_version
+from raypipe.registry._store import Store
 
 __all__ = [
     "ModelRegistry",
     "ModelVersion",
     "RegistryEvent",
     "parse_model_ref",
+    "split_model_ref",
+    "Store",
+    "open_registry",
+    "resolve_model",
+    "resolve_version",
     "EVENT_TYPES",
     "VERSION_STATUSES",
     "RegistryError",

@@ -14,6 +14,7 @@ __all__ = [
     "ModelVersion",
     "RegistryEvent",
     "parse_model_ref",
+    "split_model_ref",
 ]
 
 EVENT_TYPES: tuple[str, ...] = (
@@ -105,6 +106,35 @@ def parse_model_ref(ref: str) -> tuple[str, int | str | None]:
     if suffix == LATEST:
         return name, LATEST
     return name, check_alias(suffix, where)
+
+
+def split_model_ref(model: str | None, default_name: str, default_ref: str | int = CHAMPION) -> tuple[str, str]:
+    """``(name, reference)`` named by a ``--model`` value, with defaults for what it leaves out.
+
+    ``"NAME@REF"`` names both; ``"NAME"`` is not told apart from a bare
+    reference, so a value without ``@`` is the reference (an alias, a version
+    number or ``"latest"``) of ``default_name``; ``None`` or ``""`` gives both
+    defaults.  A bare reference is returned unchecked:
+    :meth:`ModelRegistry.get <raypipe.registry.ModelRegistry.get>` checks it.
+
+    Raises:
+        InvalidReferenceError: a malformed ``"NAME@REF"``.
+
+    >>> split_model_ref("adult@3", "bike")
+    ('adult', '3')
+    >>> split_model_ref("challenger", "bike")
+    ('bike', 'challenger')
+    >>> split_model_ref(None, "bike", "champion")
+    ('bike', 'champion')
+    """
+    name, ref = default_name, default_ref
+    if model:
+        if "@" in model:
+            name, parsed = parse_model_ref(model)
+            ref = parsed if parsed is not None else ref
+        else:
+            ref = model
+    return name, str(ref)
 
 
 @dataclass(frozen=True)

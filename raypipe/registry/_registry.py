@@ -1,38 +1,37 @@
-"""ModelRegistry: versions, aliases and an event log on any pyarrow filesystem."""
+"""ModelRegistry: versions, aliases and an event log on any pyarrow filesystem.
+
+The facade over the registry's rooms, one per concern:
+
+* :mod:`~raypipe.registry._versions`: the immutable version folders and their records;
+* :mod:`~raypipe.registry._aliases`: ``aliases.json``, the pointer a promotion moves;
+* :mod:`~raypipe.registry._events`: the append-only event log, replayed by rollbacks;
+* :mod:`~raypipe.registry._lock`: the per-model lock that serializes writers;
+* :mod:`~raypipe.registry._store`: the atomic file primitives all of them stand on.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import getpass
-import hashlib
-import json
-import logging
 import os
-import shutil
-import socket
-import tempfile
-import time
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
 from raypipe.errors import did_you_mean
+from raypipe.registry._aliases import AliasTable
 from raypipe.registry._errors import (
     AliasNotFoundError,
-    InvalidReferenceError,
     ModelNotFoundError,
     PromotionError,
     RegistryCorruptError,
     RegistryError,
     VersionNotFoundError,
 )
+from raypipe.registry._events import EVENTS_FILE, EventLog, champion_history, check_event_type
+from raypipe.registry._lock import Lock
 from raypipe.registry._records import (
     CHAMPION,
-    EVENT_TYPES,
     LATEST,
     ModelVersion,
     RegistryEvent,
@@ -40,30 +39,26 @@ from raypipe.registry._records import (
     check_model_name,
     check_version,
     parse_model_ref,
+    split_model_ref,
 )
-from raypipe.registry._store import Lock, Store, to_json, utc_now
+from raypipe.registry._store import Store, to_json
+from raypipe.registry._versions import VERSION_FILE, VersionStore, check_artifact_dir
+from raypipe.runtime.storage import absolute_uri, resolve
 
 __all__ = ["ModelRegistry"]
 
-log = logging.getLogger(__name__)
 
-_VERSION_FILE = "version.json"
-_FORMAT = 1
-
-
-def _open_filesystem(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+def _open_root(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and root path of the registry at ``uri`` (see :mod:`raypipe.runtime.storage`)."""
     if filesystem is not None:
         if isinstance(filesystem, pafs.LocalFileSystem):
-            return filesystem, os.path.abspath(os.path.expanduser(uri))  # it only takes absolute paths
+            return filesystem, absolute_uri(uri)  # it only takes absolute paths
         return filesystem, uri
-    if "://" not in uri:
-        # A plain path is a local folder, relative to the working directory.
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
     try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, ValueError) as exc:
+        return resolve(uri, f"registry {uri}")
+    except ValueError as exc:
         raise RegistryError(
-            f"registry {uri}: cannot open this URI ({exc}). Expected a local path or a URI "
+            f"registry {uri}: cannot open this URI ({exc.__cause__ or exc}). Expected a local path or a URI "
             f"pyarrow understands (file://, s3://, gs://, hdfs://, abfs://)."
         ) from exc
 
@@ -85,11 +80,12 @@ class ModelRegistry:
     cleanup.  The ``champion`` alias is the truth about which version serves;
     ``version.json``'s ``status`` is the only field that changes after
     registration.  See :mod:`raypipe.registry._store` for what "atomic" means
-    on object stores.
+    on object stores, and :mod:`raypipe.registry._lock` for the lock.
 
     Args:
-        uri: a local path (``./raypipe-registry``), ``file:///abs/path`` or any
-            URI ``pyarrow.fs.FileSystem.from_uri`` understands (``s3://bucket/reg``).
+        uri: a local path (``./raypipe-registry``, ``~/reg``), ``file:///abs/path`` or
+            any URI :func:`raypipe.runtime.storage.resolve` opens (``s3://bucket/reg``,
+            ``gs://``, fsspec schemes).
         filesystem: use this pyarrow filesystem; ``uri`` is then the root path on it.
         actor: who is acting, for the event log; default ``$RAYPIPE_ACTOR`` or ``user@host``.
         lock_timeout_s: how long a writer waits for another writer of the same model.
@@ -117,10 +113,12 @@ class ModelRegistry:
         stale_lock_s: float = 300.0,
     ):
         self._uri = os.fspath(uri)
-        fs, root = _open_filesystem(self._uri, filesystem)
+        fs, root = _open_root(self._uri, filesystem)
         scheme = self._uri.split("://", 1)[0] if filesystem is None and "://" in self._uri else None
         self._store = Store(fs, root, display=self._uri, scheme=scheme)
-        self._actor = actor
+        self._versions = VersionStore(self._store, self._where)
+        self._aliases = AliasTable(self._store, self._where)
+        self._events = EventLog(self._store, self._where, actor)
         self._lock_timeout_s = float(lock_timeout_s)
         self._stale_lock_s = float(stale_lock_s)
 
@@ -132,45 +130,24 @@ class ModelRegistry:
         """The registry root as given to the constructor."""
         return self._uri
 
-    # ------------------------------------------------------------------ paths
-
     def _where(self, name: str | None = None) -> str:
         return f"registry {self._uri}" + (f": model '{name}'" if name else "")
-
-    def _model_dir(self, name: str) -> str:
-        return self._store.path(name)
-
-    def _version_dir(self, name: str, number: int) -> str:
-        return self._store.path(name, "versions", number)
-
-    def _file(self, name: str, filename: str) -> str:
-        return self._store.path(name, filename)
 
     def _lock(self, name: str) -> Lock:
         return Lock(
             self._store,
-            self._file(name, ".lock"),
+            self._store.path(name, ".lock"),
             f"model '{name}'",
             self._lock_timeout_s,
             self._stale_lock_s,
         )
-
-    def _current_actor(self) -> str:
-        if self._actor:
-            return self._actor
-        if os.environ.get("RAYPIPE_ACTOR"):
-            return os.environ["RAYPIPE_ACTOR"]
-        try:
-            user = getpass.getuser()
-        except (KeyError, OSError):  # containers often run as a uid without a passwd entry
-            user = "unknown"
-        return f"{user}@{socket.gethostname()}"
 
     # ------------------------------------------------------------------ reading
 
     def models(self) -> list[str]:
         """Names of the registered models, sorted.
 
+        >>> import tempfile
         >>> ModelRegistry(tempfile.mkdtemp()).models()
         []
         """
@@ -180,7 +157,7 @@ class ModelRegistry:
             if info.type != pafs.FileType.Directory or name.startswith("."):
                 continue
             if self._store.exists(self._store.path(name, "versions")) or self._store.exists(
-                self._file(name, "events.jsonl")
+                self._store.path(name, EVENTS_FILE)
             ):
                 names.append(name)
         return sorted(names)
@@ -192,8 +169,8 @@ class ModelRegistry:
             ModelNotFoundError: no such model.
         """
         name = self._require_model(model_name)
-        aliases = self._read_aliases(name)
-        found = (self._load_version(name, n, aliases) for n in self._version_numbers(name))
+        aliases = self._aliases.read(name)
+        found = (self._versions.load(name, n, aliases) for n in self._versions.numbers(name))
         return [v for v in found if v is not None]
 
     def aliases(self, model_name: str) -> dict[str, int]:
@@ -202,7 +179,7 @@ class ModelRegistry:
         Raises:
             ModelNotFoundError: no such model.
         """
-        return dict(self._read_aliases(self._require_model(model_name)))
+        return dict(self._aliases.read(self._require_model(model_name)))
 
     def get(self, model_name: str, version_or_alias: int | str | None = None) -> ModelVersion:
         """One version, by number, alias, ``"latest"``, or a ``"NAME@REF"`` string.
@@ -221,9 +198,34 @@ class ModelRegistry:
             reg.get("adult", 3); reg.get("adult", "champion"); reg.get("adult@champion")
         """
         name, number = self._resolve(model_name, version_or_alias)
-        version = self._load_version(name, number, self._read_aliases(name))
+        version = self._versions.load(name, number, self._aliases.read(name))
         assert version is not None  # _resolve checked it
         return version
+
+    def resolve(
+        self, model: str | None, *, default_name: str, default_ref: int | str = CHAMPION
+    ) -> ModelVersion:
+        """The version a ``--model`` value names: ``"NAME@REF"``, a bare reference of
+        ``default_name`` (``"3"``, ``"challenger"``, ``"latest"``), or ``None`` for
+        ``default_name@default_ref``.
+
+        This is the one place model references are resolved: serving, batch
+        prediction and the CLI call it instead of parsing ``NAME@REF`` themselves.
+        :func:`~raypipe.registry.split_model_ref` gives the ``(name, reference)``
+        without the lookup, e.g. for messages.
+
+        Raises:
+            InvalidReferenceError: a malformed ``"NAME@REF"``, name or reference.
+            ModelNotFoundError, VersionNotFoundError, AliasNotFoundError: nothing there.
+
+        Example::
+
+            reg.resolve("adult@3", default_name="bike")               # adult, version 3
+            reg.resolve(None, default_name="adult")                    # adult's champion
+            reg.resolve("challenger", default_name="adult").version    # what challenger points at
+        """
+        name, ref = split_model_ref(model, default_name, default_ref)
+        return self.get(name, ref)
 
     def events(self, model_name: str) -> list[RegistryEvent]:
         """The event log of ``model_name``, oldest first.
@@ -235,7 +237,7 @@ class ModelRegistry:
             ModelNotFoundError: no such model.
         """
         name = self._require_model(model_name)
-        return self._read_events(name)
+        return self._events.read(name)
 
     def local_path(
         self,
@@ -254,21 +256,7 @@ class ModelRegistry:
             the errors of :meth:`get`; RegistryCorruptError: a checksum mismatch.
         """
         version = self.get(model_name, version_or_alias)
-        if self._store.is_local:
-            return Path(self._version_dir(version.model, version.version))
-        root_key = hashlib.sha256(self._uri.encode()).hexdigest()[:16]
-        base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "raypipe-registry-cache"
-        target = base / root_key / version.model / str(version.version)
-        if (target / _VERSION_FILE).exists():
-            return target
-        staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
-        self._download_into(version, staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            # Another process finished the same download first: theirs is as good as ours.
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return self._versions.local_copy(version, self._uri, cache_dir)
 
     def download(
         self, model_name: str, version_or_alias: int | str | None, dest: str | os.PathLike[str]
@@ -288,12 +276,8 @@ class ModelRegistry:
                 f"{self._where(version.model)}: download destination must be a new or empty folder. "
                 f"Got {str(dest)!r}, which has files."
             )
-        self._download_into(version, dest)
+        self._versions.download_into(version, dest)
         return dest
-
-    def _download_into(self, version: ModelVersion, dest: Path) -> None:
-        dest.mkdir(parents=True, exist_ok=True)
-        self._store.download_dir(self._version_dir(version.model, version.version), dest, version.files)
 
     # ------------------------------------------------------------------ writing
 
@@ -334,54 +318,20 @@ class ModelRegistry:
         """
         name = check_model_name(model_name, self._where())
         where = self._where(name)
-        src = Path(artifact_dir)
-        if not src.is_dir():
-            raise RegistryError(f"{where}: artifact_dir must be an existing local folder. Got {str(src)!r}.")
-        if not any(p.is_file() for p in src.rglob("*")):
-            raise RegistryError(f"{where}: artifact_dir {str(src)!r} holds no files; nothing to register.")
-        if (src / _VERSION_FILE).exists():
-            raise RegistryError(
-                f"{where}: artifact_dir {str(src)!r} contains '{_VERSION_FILE}', a name the registry "
-                f"reserves for its own record. Rename that file."
-            )
+        folder = check_artifact_dir(artifact_dir, where)
         metrics = dict(metrics or {})
         tags = dict(tags or {})
         to_json({"metrics": metrics, "tags": tags}, f"{where}: metrics/tags")
 
         with self._lock(name):
-            number = self._next_version(name)
-            self._store.write_atomic(
-                self._file(name, "sequence.json"), to_json({"last_version": number}, where)
-            )
-
-        dest = self._version_dir(name, number)
-        try:
-            files = self._store.upload_dir(src, dest)
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                self._store.delete_dir(dest)
-            raise RegistryError(
-                f"{where}: uploading version {number} from {str(src)!r} failed: {exc}. "
-                f"Nothing was registered; version {number} will not be reused."
-            ) from exc
-        actor = self._current_actor()
-        record = {
-            "format": _FORMAT,
-            "model": name,
-            "version": number,
-            "created_at": utc_now(),
-            "status": "candidate",
-            "metrics": metrics,
-            "tags": tags,
-            "run_id": run_id,
-            "actor": actor,
-            "files": files,
-        }
-        # Written last: its presence is what makes the version exist.
-        self._store.write_atomic(f"{dest}/{_VERSION_FILE}", to_json(record, where))
+            number = self._versions.allocate(name)
+        # The (possibly slow) upload runs outside the lock: the number is ours.
+        self._versions.upload(
+            name, number, folder, metrics=metrics, tags=tags, run_id=run_id, actor=self._events.actor()
+        )
         with self._lock(name):
-            self._append_event(name, "registered", number, None, "", {"run_id": run_id})
-        version = self._load_version(name, number, self._read_aliases(name))
+            self._events.append(name, "registered", number, None, "", {"run_id": run_id})
+        version = self._versions.load(name, number, self._aliases.read(name))
         assert version is not None
         return version
 
@@ -412,12 +362,12 @@ class ModelRegistry:
             return self.promote(name, version, reason, details)
         with self._lock(name):
             _, number = self._resolve(name, version)
-            aliases = self._read_aliases(name)
+            aliases = self._aliases.read(name)
             previous = aliases.get(alias)
             if previous != number:
                 aliases[alias] = number
-                self._write_aliases(name, aliases)
-                self._append_event(
+                self._aliases.write(name, aliases)
+                self._events.append(
                     name, "alias_set", number, alias, reason, {**(details or {}), "previous_version": previous}
                 )
         return self.get(name, number)
@@ -454,11 +404,11 @@ class ModelRegistry:
         name = check_model_name(model_name, self._where())
         with self._lock(name):
             _, number = self._resolve(name, version)
-            aliases = self._read_aliases(name)
+            aliases = self._aliases.read(name)
             previous = aliases.get(CHAMPION)
             if previous != number:
                 self._move_champion(name, aliases, number)
-                self._append_event(
+                self._events.append(
                     name, "promoted", number, CHAMPION, reason,
                     {**(details or {}), "previous_champion": previous},
                 )
@@ -484,13 +434,13 @@ class ModelRegistry:
         name = check_model_name(model_name, self._where())
         with self._lock(name):
             _, number = self._resolve(name, version)
-            if self._read_aliases(name).get(CHAMPION) == number:
+            if self._aliases.read(name).get(CHAMPION) == number:
                 raise PromotionError(
                     f"{self._where(name)}: version {number} is the champion and cannot be rejected. "
                     f"Promote another version or roll back first."
                 )
-            self._set_status(name, number, "rejected")
-            self._append_event(name, "rejected", number, None, reason, dict(details or {}))
+            self._versions.set_status(name, number, "rejected")
+            self._events.append(name, "rejected", number, None, reason, dict(details or {}))
         return self.get(name, number)
 
     def rollback(
@@ -513,24 +463,24 @@ class ModelRegistry:
         """
         name = self._require_model(model_name)
         with self._lock(name):
-            aliases = self._read_aliases(name)
+            aliases = self._aliases.read(name)
             current = aliases.get(CHAMPION)
             if current is None:
                 raise PromotionError(f"{self._where(name)}: has no champion, so nothing to roll back.")
-            history = self._champion_history(self._read_events(name), current)
+            history = champion_history(self._events.read(name), current)
             if len(history) < 2:
                 raise PromotionError(
                     f"{self._where(name)}: version {current} is the first champion; there is no "
                     f"previous champion to roll back to. Promote a version instead."
                 )
             target = history[-2]
-            if self._load_version(name, target, aliases) is None:
+            if self._versions.load(name, target, aliases) is None:
                 raise RegistryCorruptError(
                     f"{self._where(name)}: the previous champion, version {target}, has no "
-                    f"{_VERSION_FILE}; promote a version explicitly instead."
+                    f"{VERSION_FILE}; promote a version explicitly instead."
                 )
             self._move_champion(name, aliases, target)
-            self._append_event(
+            self._events.append(
                 name, "rolled_back", target, CHAMPION, reason,
                 {**(details or {}), "from_version": current},
             )
@@ -563,15 +513,11 @@ class ModelRegistry:
         """
         name = check_model_name(model_name, self._where())
         where = self._where(name)
-        if event not in EVENT_TYPES:
-            raise InvalidReferenceError(
-                f"{where}: event must be one of {list(EVENT_TYPES)}. Got {event!r} instead."
-                f"{did_you_mean(event, EVENT_TYPES)}"
-            )
+        check_event_type(event, where)
         number = None if version is None else check_version(version, where)
         alias = None if alias is None else check_alias(alias, where)
         with self._lock(name):
-            return self._append_event(name, event, number, alias, reason, dict(details or {}))
+            return self._events.append(name, event, number, alias, reason, dict(details or {}))
 
     def clean_incomplete(self, model_name: str, older_than_s: float = 3600.0) -> list[int]:
         """Delete version folders without ``version.json`` untouched for ``older_than_s``.
@@ -586,24 +532,13 @@ class ModelRegistry:
             ModelNotFoundError: no such model.
         """
         name = self._require_model(model_name)
-        removed = []
-        now = time.time()
-        for number in self._version_numbers(name, complete=False):
-            folder = self._version_dir(name, number)
-            if self._store.exists(f"{folder}/{_VERSION_FILE}"):
-                continue
-            files = self._store.list_files(folder)
-            newest = max((f.mtime.timestamp() for f in files if f.mtime is not None), default=0.0)
-            if now - newest >= older_than_s:
-                self._store.delete_dir(folder)
-                removed.append(number)
-        return removed
+        return self._versions.clean_incomplete(name, older_than_s)
 
     # ------------------------------------------------------------------ internals
 
     def _require_model(self, model_name: str) -> str:
         name = check_model_name(model_name, self._where())
-        if not self._store.is_dir(self._model_dir(name)):
+        if not self._store.is_dir(self._store.path(name)):
             models = self.models()
             listed = ", ".join(models) if models else "none"
             raise ModelNotFoundError(
@@ -620,13 +555,13 @@ class ModelRegistry:
             ref = CHAMPION
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             number = check_version(ref, where)
-            if self._store.exists(f"{self._version_dir(name, number)}/{_VERSION_FILE}"):
+            if self._versions.is_complete(name, number):
                 return name, number
             complete = [v.version for v in self.list_versions(name)]
             listed = ", ".join(map(str, complete)) if complete else "none"
             hint = ""
-            if self._store.is_dir(self._version_dir(name, number)):
-                hint = f" Version {number} is an interrupted registration (no {_VERSION_FILE})."
+            if self._versions.has_folder(name, number):
+                hint = f" Version {number} is an interrupted registration (no {VERSION_FILE})."
             raise VersionNotFoundError(f"{where} has no version {number} (versions: {listed}).{hint}")
         if ref == LATEST:
             complete = [v.version for v in self.list_versions(name)]
@@ -634,7 +569,7 @@ class ModelRegistry:
                 raise VersionNotFoundError(f"{where} has no complete version yet. Register one first.")
             return name, complete[-1]
         alias = check_alias(ref, where)
-        aliases = self._read_aliases(name)
+        aliases = self._aliases.read(name)
         if alias not in aliases:
             listed = ", ".join(f"{a}={v}" for a, v in sorted(aliases.items())) or "none"
             hint = did_you_mean(alias, aliases) or (
@@ -642,151 +577,17 @@ class ModelRegistry:
             )
             raise AliasNotFoundError(f"{where} has no alias '{alias}' (aliases: {listed}).{hint}")
         number = aliases[alias]
-        if not self._store.exists(f"{self._version_dir(name, number)}/{_VERSION_FILE}"):
+        if not self._versions.is_complete(name, number):
             raise RegistryCorruptError(
-                f"{where}: alias '{alias}' points at version {number}, which has no {_VERSION_FILE}. "
+                f"{where}: alias '{alias}' points at version {number}, which has no {VERSION_FILE}. "
                 f"Point the alias at a complete version."
             )
         return name, number
 
-    def _version_numbers(self, name: str, complete: bool = True) -> list[int]:
-        numbers = sorted(
-            int(info.base_name)
-            for info in self._store.list_dir(self._store.path(name, "versions"))
-            if info.type == pafs.FileType.Directory and info.base_name.isdigit()
-        )
-        if not complete:
-            return numbers
-        return [n for n in numbers if self._store.exists(f"{self._version_dir(name, n)}/{_VERSION_FILE}")]
-
-    def _next_version(self, name: str) -> int:
-        sequence = self._store.read_json(self._file(name, "sequence.json")) or {}
-        last = int(sequence.get("last_version", 0))
-        # The folders guard against a lost sequence.json; sequence.json guards
-        # numbers whose folders were cleaned away.
-        return max([last, *self._version_numbers(name, complete=False)]) + 1
-
-    def _load_version(self, name: str, number: int, aliases: Mapping[str, int]) -> ModelVersion | None:
-        folder = self._version_dir(name, number)
-        data = self._store.read_json(f"{folder}/{_VERSION_FILE}")
-        if data is None:
-            return None
-        stored = data.get("status", "candidate")
-        # The alias is the truth; a stale "champion" status (a crash between
-        # the alias write and the status write) reads as archived.
-        if aliases.get(CHAMPION) == number:
-            status = CHAMPION
-        elif stored == CHAMPION:
-            status = "archived"
-        else:
-            status = stored
-        return ModelVersion(
-            model=name,
-            version=number,
-            status=status,
-            created_at=data.get("created_at", ""),
-            metrics=dict(data.get("metrics") or {}),
-            tags=dict(data.get("tags") or {}),
-            run_id=data.get("run_id"),
-            actor=data.get("actor"),
-            aliases=tuple(sorted(a for a, v in aliases.items() if v == number)),
-            uri=self._store.uri(folder),
-            files=dict(data.get("files") or {}),
-        )
-
-    def _set_status(self, name: str, number: int, status: str) -> None:
-        path = f"{self._version_dir(name, number)}/{_VERSION_FILE}"
-        data = self._store.read_json(path)
-        if data is None or data.get("status") == status:
-            return
-        data["status"] = status
-        data["status_changed_at"] = utc_now()
-        self._store.write_atomic(path, to_json(data, self._where(name)))
-
-    def _read_aliases(self, name: str) -> dict[str, int]:
-        path = self._file(name, "aliases.json")
-        data = self._store.read_json(path)
-        if data is None:
-            return {}
-        if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
-            raise RegistryCorruptError(
-                f"{self._where(name)}: {path} must map alias names to version numbers. Got {data!r}."
-            )
-        return data
-
-    def _write_aliases(self, name: str, aliases: Mapping[str, int]) -> None:
-        self._store.write_atomic(
-            self._file(name, "aliases.json"), json.dumps(dict(sorted(aliases.items())), indent=2).encode()
-        )
-
     def _move_champion(self, name: str, aliases: dict[str, int], number: int) -> None:
         previous = aliases.get(CHAMPION)
         aliases[CHAMPION] = number
-        self._write_aliases(name, aliases)  # the commit point
-        self._set_status(name, number, CHAMPION)
+        self._aliases.write(name, aliases)  # the commit point
+        self._versions.set_status(name, number, CHAMPION)
         if previous is not None:
-            self._set_status(name, previous, "archived")
-
-    def _append_event(
-        self,
-        name: str,
-        event: str,
-        version: int | None,
-        alias: str | None,
-        reason: str,
-        details: Mapping[str, Any],
-    ) -> RegistryEvent:
-        record = RegistryEvent(
-            ts=utc_now(),
-            event=event,
-            model=name,
-            version=version,
-            alias=alias,
-            actor=self._current_actor(),
-            reason=str(reason or ""),
-            details=dict(details),
-        )
-        line = to_json(record.to_dict(), f"{self._where(name)}: event details") + b"\n"
-        self._store.append_line(self._file(name, "events.jsonl"), line)
-        return record
-
-    def _read_events(self, name: str) -> list[RegistryEvent]:
-        path = self._file(name, "events.jsonl")
-        data = self._store.read_bytes(path)
-        if not data:
-            return []
-        lines = data.decode().splitlines()
-        events = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                events.append(RegistryEvent.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as exc:
-                if i == len(lines) - 1:
-                    log.warning("%s: skipping a torn last line of %s: %r", self._where(name), path, line[:80])
-                    continue
-                raise RegistryCorruptError(
-                    f"{self._where(name)}: {path} line {i + 1} is not a valid event ({exc}): {line[:120]!r}."
-                ) from exc
-        return events
-
-    @staticmethod
-    def _champion_history(events: list[RegistryEvent], current: int) -> list[int]:
-        """The stack of champions, oldest first, replayed from the event log."""
-        stack: list[int] = []
-        for e in events:
-            if e.alias != CHAMPION or e.version is None:
-                continue
-            if e.event in ("promoted", "alias_set"):
-                if not stack or stack[-1] != e.version:
-                    stack.append(e.version)
-            elif e.event == "rolled_back":
-                while stack and stack[-1] != e.version:
-                    stack.pop()
-                if not stack:
-                    stack.append(e.version)
-        # A crash after the alias write but before its event: trust the alias.
-        if not stack or stack[-1] != current:
-            stack.append(current)
-        return stack
+            self._versions.set_status(name, previous, "archived")

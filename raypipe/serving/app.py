@@ -15,6 +15,7 @@ Deploy with :func:`raypipe.serving.serve_model` (``raypipe serve``) or, on a clu
 
 
 import asyncio
+import importlib
 import json
 import logging
 import random
@@ -33,8 +34,14 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from ray import serve
+from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from raypipe.bundle import ModelBundle
+from raypipe.config import BatchingConfig, load_config
+from raypipe.monitor.actor import monitor_name, start_monitor
+from raypipe.monitor.log import FEEDBACK, PREDICTIONS, LogWriter, feedback_rows, prediction_rows
+from raypipe.registry import ModelRegistry, RegistryError
 from raypipe.serving.request import (
     InputSchema,
     RequestError,
@@ -45,6 +52,7 @@ from raypipe.serving.request import (
     parse_json,
     prediction_body,
 )
+from raypipe.serving.settings import EndpointSettings, deployment_options, endpoint_settings
 
 __all__ = ["Endpoint", "build", "app"]
 
@@ -55,6 +63,7 @@ log = logging.getLogger("raypipe.serve")
 app = FastAPI(title="raypipe", description="Predictions from a raypipe model registry.",
               openapi_url=None, docs_url=None, redoc_url=None)
 _JSON = "application/json"
+_BATCHING = BatchingConfig()
 
 
 def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -97,8 +106,6 @@ class Loaded:
 
 def load_version(registry: Any, name: str, ref: str | int) -> Loaded:
     """Load ``name@ref`` from the registry into a :class:`Loaded`."""
-    from raypipe.bundle import ModelBundle
-
     version = registry.get(name, ref)
     bundle = ModelBundle.load(registry.local_path(name, version.version))
     info = {
@@ -122,36 +129,28 @@ class Endpoint:
     """The replica: routes of the SPEC's HTTP API (see the module docstring).
 
     Args:
-        settings: from :func:`raypipe.serving.deploy.endpoint_settings`: registry URI,
-            model name and reference, the ``serve`` and ``monitor`` config sections,
-            the API-key hashes.
+        settings: from :func:`raypipe.serving.settings.endpoint_settings`.
     """
 
-    def __init__(self, settings: dict[str, Any]):
-        from ray.util import metrics
-
-        from raypipe.registry import ModelRegistry
-
+    def __init__(self, settings: EndpointSettings):
         self.settings = settings
-        cfg = settings["serve"]
-        self.registry = ModelRegistry(settings["registry_uri"])
-        self.name, self.ref = settings["model_name"], str(settings["model"])
+        cfg = settings.serve
+        self.registry = ModelRegistry(settings.registry_uri)
+        self.name, self.ref = settings.model_name, settings.model
         self.follow = not self.ref.isdigit()
-        self.max_bytes = int(cfg["max_request_bytes"])
-        self.max_instances = int(cfg["max_instances"])
-        self.canary = float(cfg["canary_fraction"])
-        self.shadow_ref = cfg.get("shadow")
-        self.hashes = settings.get("api_key_hashes")
+        self.max_bytes = cfg.max_request_bytes
+        self.max_instances = cfg.max_instances
+        self.canary = cfg.canary_fraction
+        self.shadow_ref = cfg.shadow
+        self.hashes = settings.api_key_hashes
         if self.hashes is None:  # deployed by `serve deploy`: read the keys here
-            auth = cfg["auth"]
-            self.hashes = load_api_key_hashes(auth.get("api_keys_env"), auth.get("api_keys_file"))
+            self.hashes = load_api_key_hashes(cfg.auth.api_keys_env, cfg.auth.api_keys_file)
         self.current: Loaded = load_version(self.registry, self.name, self.ref)
         self.challenger: Loaded | None = None
         self.shadow: Loaded | None = None
         self._refresh_side_models()
-        batching = cfg["batching"]
-        self._predict_batch.set_max_batch_size(int(batching["max_batch_size"]))
-        self._predict_batch.set_batch_wait_timeout_s(float(batching["wait_timeout_ms"]) / 1000.0)
+        self._predict_batch.set_max_batch_size(cfg.batching.max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(cfg.batching.wait_timeout_ms / 1000.0)
         self._requests = metrics.Counter(
             "raypipe_requests_total", "HTTP requests by model, version and status code.", tag_keys=("model", "version", "status")
         )
@@ -162,39 +161,31 @@ class Endpoint:
         self._version_gauge = metrics.Gauge("raypipe_model_version", "Version being served.", tag_keys=("model",))
         self._version_gauge.set(self.current.version, tags={"model": self.name})
         self.shadow_stats = {"requests": 0, "rows": 0, "disagreements": 0, "errors": 0}
-        self._init_monitoring(settings["monitor"])
+        self._init_monitoring(settings.monitor)
         self._stop = threading.Event()
-        self._interval = float(cfg["reload_interval_s"])
+        self._interval = cfg.reload_interval_s
         threading.Thread(target=self._watch, name="raypipe-model-watch", daemon=True).start()
         self._openapi_cache: dict[str, Any] | None = None
         log.info("serving %s version %s (following %s)", self.name, self.current.version, self.ref if self.follow else "nothing")
 
-    def _init_monitoring(self, mon: dict[str, Any]) -> None:
-        from ray.util import metrics
-
-        from raypipe.monitor.log import FEEDBACK, PREDICTIONS, LogWriter
-
+    def _init_monitoring(self, mon: Any) -> None:
         self.pred_log = self.fb_log = self.monitor_actor = None
-        self.sample_rate = float(mon["sample_rate"])
-        self.pii_mode = mon["pii"]
-        if not mon["enabled"]:
+        self.sample_rate = mon.sample_rate
+        self.pii_mode = mon.pii
+        if not mon.enabled:
             return
-        root = f"{mon['log_uri'].rstrip('/')}/{self.name}"
+        root = f"{mon.log_uri.rstrip('/')}/{self.name}"
         writer = uuid.uuid4().hex[:12]
-        self.pred_log = LogWriter(root, PREDICTIONS, writer, int(mon["flush_rows"]), float(mon["flush_s"]))
-        self.fb_log = LogWriter(root, FEEDBACK, writer, int(mon["flush_rows"]), float(mon["flush_s"]))
+        self.pred_log = LogWriter(root, PREDICTIONS, writer, mon.flush_rows, mon.flush_s)
+        self.fb_log = LogWriter(root, FEEDBACK, writer, mon.flush_rows, mon.flush_s)
         self._logged = metrics.Counter("raypipe_predictions_logged_total", "Predictions written to the prediction log.",
                                        tag_keys=("model",))
-        from raypipe.monitor.actor import monitor_name
-
         try:
             self.monitor_actor = ray.get_actor(monitor_name(self.name), namespace="raypipe")
         except ValueError:
             log.warning("no monitor actor %s: /monitor will say so", monitor_name(self.name))
 
     def _log(self, model: Loaded, table: pa.Table, out: dict[str, Any], ids: list[str]) -> None:
-        from raypipe.monitor.log import prediction_rows
-
         if self.pred_log is None or self.sample_rate <= 0:
             return
         if self.sample_rate < 1:
@@ -234,8 +225,6 @@ class Endpoint:
         self.shadow = self._side(self.shadow, self.shadow_ref) if self.shadow_ref else None
 
     def _side(self, held: Loaded | None, ref: str) -> Loaded | None:
-        from raypipe.registry import RegistryError
-
         try:
             version = self.registry.get(self.name, ref).version
         except RegistryError:
@@ -336,8 +325,6 @@ class Endpoint:
                                    "monitoring is not enabled for this endpoint. Hint: set monitor.enabled: true.")
         except RequestError as exc:
             return _json_response(exc.body(), exc.status)
-        from raypipe.monitor.log import feedback_rows
-
         self.fb_log.append(feedback_rows(items))
         return _json_response({"accepted": len(items)})
 
@@ -364,7 +351,8 @@ class Endpoint:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    # The config's defaults; each replica sets its own config's values in __init__.
+    @serve.batch(max_batch_size=_BATCHING.max_batch_size, batch_wait_timeout_s=_BATCHING.wait_timeout_ms / 1000.0)
     async def _predict_batch(self, items: list[tuple[Loaded, pa.Table]]) -> list[dict[str, Any]]:
         """Predict several requests' rows in one call per model version."""
         results: list[Any] = [None] * len(items)
@@ -454,19 +442,27 @@ def _feedback_items(payload: Any, max_items: int) -> list[dict[str, Any]]:
 Endpoint = serve.deployment(name="Endpoint")(serve.ingress(app)(Endpoint))
 
 
+#: What ``serve deploy`` deployments retrain with when the exported config names nothing
+#: else: the closed loop's retrain, named by import path since retraining is the
+#: pipeline, floors above serving (the same way Serve names this builder).
+DEFAULT_RETRAIN = "raypipe.loop:retrain"
+
+
 def build(args: dict[str, Any]) -> Any:
     """Application builder for ``serve deploy`` (``import_path: raypipe.serving.app:build``).
 
     ``args``: ``config`` (path of the pipeline config on the cluster), optional
-    ``model`` (``NAME@REF`` or a reference), ``profile`` and ``set`` (list of overrides).
+    ``model`` (``NAME@REF`` or a reference), ``profile``, ``set`` (list of overrides) and
+    ``retrain`` (import path of the monitor's retrain function, default
+    :data:`DEFAULT_RETRAIN`).
     """
-    from raypipe.config import load_config
-    from raypipe.serving.deploy import deployment_options, endpoint_settings
-
     cfg = load_config(args["config"], profile=args.get("profile"), overrides=list(args.get("set") or ()))
     settings = endpoint_settings(cfg, args.get("model"), with_keys=False)
     if cfg.monitor.enabled:
-        from raypipe.monitor.actor import start_monitor
-
-        start_monitor(cfg)
+        start_monitor(cfg, _import_path(args.get("retrain") or DEFAULT_RETRAIN))
     return Endpoint.options(**deployment_options(cfg)).bind(settings)
+
+
+def _import_path(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)

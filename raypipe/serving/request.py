@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from raypipe.bundle.schema import input_columns
 from raypipe.config import ColumnSpec, SchemaConfig
 from raypipe.data import provenance as prov
 from raypipe.data.validate import BatchValidator
@@ -92,17 +93,8 @@ class InputSchema:
     """
 
     def __init__(self, bundle_schema: dict[str, Any]):
-        skip = {bundle_schema.get("label"), bundle_schema.get("weight")}
-        row_id = bundle_schema.get("id")
-        self.columns: dict[str, ColumnSpec] = {}
-        for name, raw in bundle_schema.get("columns", {}).items():
-            if name in skip:
-                continue
-            spec = ColumnSpec.model_validate(raw)
-            if name == row_id:
-                spec = spec.model_copy(update={"nullable": True})
-            self.columns[name] = spec
-        self.id_column = row_id
+        self.columns: dict[str, ColumnSpec] = input_columns(bundle_schema)
+        self.id_column = bundle_schema.get("id")
         self.pii = [name for name, spec in self.columns.items() if spec.pii]
         self._names = list(self.columns)
         self._known = set(self._names)

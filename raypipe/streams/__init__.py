@@ -7,10 +7,12 @@ them only once they are on disk. ``raypipe run`` reads the landing zone like any
 other source. Layers::
 
     landing.py        LandingZone, Message, messages_to_table   (pure: pyarrow)
-    client.py         the BrokerClient protocol, make_client
+    secret.py         Secret, masked_url (credentials out of reprs and messages)
     mqtt.py, jetstream.py, redis_streams.py, kafka.py           (one per broker)
+    client.py         the BrokerClient protocol, make_client (imports the brokers)
     consumer.py       ConsumerLoop, StreamConsumer (Ray actor), ingest_stream
-    source.py         read_landing_zone (the `stream` source type)
+    source.py         read_landing_zone (the `stream` source type, a plugin of
+                      raypipe.data.sources through the `raypipe.sources` entry point)
 
 Names that need Ray are imported on first use, so the landing zone can be used
 without it.
@@ -19,7 +21,6 @@ without it.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from raypipe.streams.landing import LandingZone, Message, landed_files
 
@@ -47,7 +48,14 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
+    # PEP 562: the Ray-backed names import Ray only when first used.
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'raypipe.streams' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | set(globals()))

@@ -12,31 +12,25 @@ kafka      :mod:`.kafka`           ``<topic>:<partition>:<offset>``             
 
 Every client delivers at least once; the consumer drops what has already landed
 (:class:`~raypipe.streams.landing.LandingZone`), so each message lands exactly once.
+
+The broker modules take :class:`~raypipe.streams.secret.Secret` from its own module,
+not from here, so this factory imports them without a cycle; each imports its broker's
+library only when it connects.
 """
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from raypipe.streams.jetstream import JetStreamClient
+from raypipe.streams.kafka import KafkaClient
 from raypipe.streams.landing import Message
+from raypipe.streams.mqtt import MqttClient
+from raypipe.streams.redis_streams import RedisStreamClient
+from raypipe.streams.secret import Secret, masked_url
 
 __all__ = ["BrokerClient", "Secret", "make_client", "masked_url"]
-
-
-class Secret:
-    """A password handed to a consumer actor; its repr never shows it."""
-
-    def __init__(self, value: str | None):
-        self._value = value
-
-    def get(self) -> str | None:
-        """The secret value."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret(***)" if self._value else "Secret(None)"
 
 
 class BrokerClient(Protocol):
@@ -58,14 +52,6 @@ class BrokerClient(Protocol):
         """Disconnect; unacknowledged messages stay with the broker."""
 
 
-def masked_url(url: str) -> str:
-    """The URL without its password (for messages)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
-
-
 def make_client(pipeline: str, subscription: Any, password: Secret | None = None, state: dict[str, Any] | None = None) -> BrokerClient:
     """The client of a subscription config model (chosen by its ``type``).
 
@@ -78,21 +64,13 @@ def make_client(pipeline: str, subscription: Any, password: Secret | None = None
     """
     secret = password or Secret(None)
     if subscription.type == "mqtt":
-        from raypipe.streams.mqtt import MqttClient
-
         return MqttClient(subscription, subscription.client_id or f"raypipe-{pipeline}-{subscription.key}", secret)
     if subscription.type == "nats":
-        from raypipe.streams.jetstream import JetStreamClient
-
         return JetStreamClient(subscription, subscription.durable or f"raypipe-{pipeline}-{subscription.key}", secret)
     if subscription.type == "redis":
-        from raypipe.streams.redis_streams import RedisStreamClient
-
         return RedisStreamClient(
             subscription, subscription.group or f"raypipe-{pipeline}", subscription.consumer or subscription.key, secret
         )
     if subscription.type == "kafka":
-        from raypipe.streams.kafka import KafkaClient
-
         return KafkaClient(subscription, state)
     raise ValueError(f"unknown subscription type {subscription.type!r}")

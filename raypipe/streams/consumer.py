@@ -36,8 +36,11 @@ from typing import Any
 import ray
 
 from raypipe.errors import ConfigError, StageError, did_you_mean
-from raypipe.streams.client import Secret, make_client
+from raypipe.runtime.cluster import connect
+from raypipe.runtime.storage import absolute_uri, is_local
+from raypipe.streams.client import make_client
 from raypipe.streams.landing import LandingZone, Message
+from raypipe.streams.secret import Secret
 
 __all__ = [
     "StreamConsumer",
@@ -75,11 +78,10 @@ def stream_sources(source: Any) -> list[Any]:
 
 
 def _absolute(source: Any) -> Any:
-    uri = source.landing_uri
-    if "://" in uri and not uri.startswith("file://"):
+    if not is_local(source.landing_uri):
         return source
     # The actor's working directory is not the driver's.
-    return source.model_copy(update={"landing_uri": os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))})
+    return source.model_copy(update={"landing_uri": absolute_uri(source.landing_uri)})
 
 
 class ConsumerLoop:
@@ -399,10 +401,8 @@ def ingest_stream(
         "duplicates", "state", "error", "actor"}}}``; ``landed`` counts rows added to
         the landing zone by this run (restarts included).
     """
-    from raypipe.pipeline import connect
-
     plan_subscriptions(cfg, only)  # config mistakes before Ray starts
-    connect(cfg, address)
+    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
     started = time.monotonic()
     handles = start_consumers(cfg, max_messages, only)
     since = {h.subscription: -1 for h in handles}

@@ -58,6 +58,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
+from raypipe.errors import DataError
+from raypipe.runtime.storage import is_local, resolve
+
 __all__ = [
     "Message",
     "LandingZone",
@@ -213,12 +216,12 @@ def messages_to_table(messages: Sequence[Message], fmt: str, landed_at: datetime
 # --------------------------------------------------------------------------- files
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str, bool]:
-    """(filesystem, root path, is_local) of a landing URI; local paths made absolute."""
-    if "://" not in uri or uri.startswith("file://"):
-        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri.removeprefix("file://"))), True
-    filesystem, path = pafs.FileSystem.from_uri(uri)
-    return filesystem, path.rstrip("/"), False
+def _open(landing_uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and root path of a landing zone (a URI nothing can open is a DataError)."""
+    try:
+        return resolve(landing_uri, what="data.source.landing_uri")
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def _seq(path: str) -> int | None:
@@ -232,7 +235,7 @@ def landed_files(landing_uri: str, subscriptions: Iterable[str] | None = None) -
     Returns full paths (with the URI scheme for remote filesystems); temporary files
     of a batch being written are never included.
     """
-    filesystem, root, local = _filesystem(landing_uri)
+    filesystem, root = _open(landing_uri)
     subs = list(subscriptions) if subscriptions is not None else None
     bases = [f"{root}/{s}" for s in subs] if subs is not None else [root]
     found: list[tuple[str, int, str]] = []
@@ -243,7 +246,7 @@ def landed_files(landing_uri: str, subscriptions: Iterable[str] | None = None) -
                 sub = info.path[len(root) + 1 :].split("/", 1)[0]
                 found.append((sub, seq, info.path))
     found.sort()
-    if local:
+    if is_local(landing_uri):
         return [p for _, _, p in found]
     scheme = landing_uri.split("://", 1)[0]
     return [f"{scheme}://{p.lstrip('/')}" for _, _, p in found]
@@ -274,7 +277,8 @@ class LandingZone:
         self.landing_uri = landing_uri
         self.subscription = subscription
         self.dedup_files = dedup_files
-        self._fs, root, self._local = _filesystem(landing_uri)
+        self._fs, root = _open(landing_uri)
+        self._local = is_local(landing_uri)
         self.root = f"{root}/{subscription}"
         self._ids: set[str] = set()
         self._window: deque[list[str]] = deque()

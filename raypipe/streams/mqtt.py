@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raypipe.errors import StageError
-from raypipe.streams.client import Secret, masked_url
+from raypipe.streams.secret import Secret, masked_url
 from raypipe.streams.landing import Message, payload_id
 
 __all__ = ["MqttClient"]

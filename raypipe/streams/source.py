@@ -1,14 +1,19 @@
 """``type: stream`` as a source of ``raypipe run``: the landing zone read back as rows.
 
 The landed Parquet files of the source's subscriptions are read in parallel by Ray
-Data (:class:`~raypipe.data.sources.ParquetRowsDatasource`: file and row number in
+Data (:class:`~raypipe.data.file_sources.ParquetRowsDatasource`: file and row number in
 ``__rp_file``/``__rp_line``). A payload that did not parse (``_error``) becomes a
 reader error row, quarantined by validation under the rule ``parse`` with its text
 in ``__rp_raw``. Every block gets every payload column of the zone (absent ones as
 nulls), since a micro-batch only has the fields its messages carried. The landing
 columns ``_message_id``, ``_topic``, ``_time`` and ``_landed_at`` stay: declare
 them in ``data.schema`` to keep them (``id: _message_id``), or they are dropped
-with the other undeclared columns. Example::
+with the other undeclared columns.
+
+The data plane finds this reader without importing streams: the package declares it
+as the ``stream`` entry point of the ``raypipe.sources`` group (``pyproject.toml``),
+loaded the first time a ``type: stream`` source is read, and importing this module
+registers it too. Example::
 
     ds = read_landing_zone(cfg.data.source)   # what has landed so far
 """
@@ -23,10 +28,12 @@ import pyarrow.parquet as pq
 import ray
 
 from raypipe.data import provenance as prov
-from raypipe.data._formats import ColumnMap
-from raypipe.data.sources import ParquetRowsDatasource
+from raypipe.data.columns import ColumnMap
+from raypipe.data.file_sources import ParquetRowsDatasource
+from raypipe.data.sources import register_source
 from raypipe.errors import DataError
-from raypipe.streams.landing import ERROR, LANDING_COLUMNS, PAYLOAD, _filesystem, landed_files
+from raypipe.runtime.storage import is_local, resolve
+from raypipe.streams.landing import ERROR, LANDING_COLUMNS, PAYLOAD, landed_files
 
 __all__ = ["read_landing_zone"]
 
@@ -55,6 +62,7 @@ class _LandedRows:
         return self.colmap.apply(table.select(order))
 
 
+@register_source("stream")
 def read_landing_zone(source: Any) -> ray.data.Dataset:
     """Read what the subscriptions of a :class:`~raypipe.config.StreamSource` have landed.
 
@@ -68,7 +76,8 @@ def read_landing_zone(source: Any) -> ray.data.Dataset:
             f"data.source.landing_uri: nothing has landed in {source.landing_uri} for {', '.join(subs)} yet. "
             "Hint: run `raypipe ingest-stream CONFIG` first (it lands messages as they arrive)."
         )
-    filesystem, _, local = _filesystem(source.landing_uri)
+    filesystem, _ = resolve(source.landing_uri, what="data.source.landing_uri")  # opened by landed_files already
+    local = is_local(source.landing_uri)
     columns: dict[str, None] = {}
     for path in files:
         schema = pq.read_schema(path if local else path.split("://", 1)[1], filesystem=filesystem)

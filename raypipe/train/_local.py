@@ -27,15 +27,15 @@ import pyarrow.fs
 
 from ray.train import Checkpoint
 
-from raypipe.config import absolute_uri
-from raypipe.train._worker import MODEL_FILENAME, STATE_FILENAME, train_loop
+from raypipe.runtime.storage import resolve
+from raypipe.train._worker import MODEL_FILENAME, STATE_FILENAME, LoopConfig, train_loop
 
 _KEEP = 2  # checkpoints kept, as the Ray Train runs' CheckpointConfig(num_to_keep=2)
 
 
 def run_dir(storage_path: str, run_name: str) -> tuple[pyarrow.fs.FileSystem, str]:
     """The filesystem and path of a run's folder (a local path or a URI)."""
-    fs, root = pyarrow.fs.FileSystem.from_uri(absolute_uri(storage_path))
+    fs, root = resolve(storage_path, "model.training storage")
     return fs, f"{root.rstrip('/')}/{run_name}"
 
 
@@ -87,7 +87,7 @@ class LocalSession:
         return [d for d in dirs if self._fs.get_file_info(f"{d}/{STATE_FILENAME}").type == pyarrow.fs.FileType.File]
 
 
-def train_task(cfg: dict, datasets: dict[str, Any], storage_path: str, run_name: str) -> dict:
+def train_task(cfg: LoopConfig, datasets: dict[str, Any], storage_path: str, run_name: str) -> dict:
     """The Ray task body: the training loop on whole datasets; the result plus
     ``checkpoint_path`` (the final checkpoint's folder)."""
     fs, path = run_dir(storage_path, run_name)

@@ -75,15 +75,25 @@ class WorkerPlan:
         return res
 
 
-def _fraction(cpus: float) -> float:
-    """Whole CPUs when >= 1, else tenths (at least 0.1): bundle-friendly."""
+def cpu_fraction(cpus: float) -> float:
+    """``cpus`` rounded down to a reservable amount: whole CPUs when >= 1, else
+    tenths (at least 0.1), which pack into Ray's resource bundles.
+
+    >>> cpu_fraction(2.7), cpu_fraction(0.55), cpu_fraction(0.01)
+    (2.0, 0.5, 0.1)
+    """
     if cpus >= 1:
         return float(math.floor(cpus))
     return max(math.floor(cpus * 10) / 10, 0.1)
 
 
 def data_reserve(total_cpus: float) -> float:
-    """CPUs left to Ray Data while training workers are alive."""
+    """CPUs left to Ray Data while training workers are alive: 1, or 10% of
+    ``total_cpus`` when that is more (see the module docstring).
+
+    >>> data_reserve(4), data_reserve(32)
+    (1.0, 3.2)
+    """
     return max(1.0, 0.1 * total_cpus)
 
 
@@ -125,7 +135,7 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
     budget = max(cpus - data_reserve(cpus), 0.0) / concurrent_runs
     # One worker trains in one task on materialized data: no Ray Data reserve
     # (module docstring), every CPU of the largest node.
-    one_task = _fraction(min(cpus, largest_node) / concurrent_runs)
+    one_task = cpu_fraction(min(cpus, largest_node) / concurrent_runs)
 
     if spec.use_gpu:
         per = float(spec.cpus_per_worker or max(1, math.floor(budget / workers)))
@@ -140,7 +150,7 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
             workers = max(1, math.floor(budget / per))
             if workers < 2 and cpus >= 2:
                 workers = 2
-                per = _fraction(budget / workers)
+                per = cpu_fraction(budget / workers)
     else:
         workers = int(spec.num_workers)
         if spec.cpus_per_worker is not None:
@@ -149,7 +159,7 @@ def plan_workers(spec: TrainSpec, *, concurrent_runs: int = 1) -> WorkerPlan:
             per = one_task
         else:
             # Fractional CPUs keep the Ray Data reserve on small clusters.
-            per = _fraction(budget / workers)
+            per = cpu_fraction(budget / workers)
 
     needed = workers * per * concurrent_runs
     if per > largest_node:

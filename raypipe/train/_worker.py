@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,6 +35,45 @@ from raypipe.errors import DataError
 
 MODEL_FILENAME = RayTrainReportCallback.CHECKPOINT_NAME  # "model.ubj"
 STATE_FILENAME = "raypipe_train_state.json"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What the training loop needs, fixed on the driver (see ``xgboost_trainer.loop_config``).
+
+    Attributes:
+        params: the XGBoost params (``nthread``, ``seed``, ``device`` set; ``num_class``
+            and ``scale_pos_weight`` filled in from the labels when asked for).
+        task: the spec's task.
+        scale_pos_weight_auto: compute ``scale_pos_weight`` from the training labels.
+        label, features, feature_types, weight: the columns, as in the spec.
+        num_boost_round, early_stopping_rounds: as in the spec.
+        early_stopping_metric: the metric early stopping watches (the last eval metric).
+        early_stopping_maximize: whether larger is better for it.
+        report_every, checkpoint_every: as in the spec.
+        has_valid: whether a ``valid`` dataset is there.
+        fault: the test hook's ``{"round", "marker"[, "rank"]}`` (see ``FAULT_ENV``), or ``None``.
+    """
+
+    params: dict[str, Any]
+    task: str
+    scale_pos_weight_auto: bool
+    label: str
+    features: list[str]
+    feature_types: list[str]
+    weight: str | None
+    num_boost_round: int
+    early_stopping_rounds: int | None
+    early_stopping_metric: str
+    early_stopping_maximize: bool
+    report_every: int
+    checkpoint_every: int
+    has_valid: bool
+    fault: dict | None = None
+
+
+#: The key of the :class:`LoopConfig` in Ray Train's ``train_loop_config`` dict.
+LOOP_CONFIG_KEY = "loop"
 
 
 class Session(Protocol):
@@ -99,15 +139,15 @@ class _BatchIter(xgb.DataIter):
         self._pos = 0
 
 
-def _read_shard(shard, cfg: dict) -> tuple[list[dict[str, Any]], int]:
+def _read_shard(shard, cfg: LoopConfig) -> tuple[list[dict[str, Any]], int]:
     """Read a worker's shard into (X float32 C-order, y, w) batches.
 
     ``batch_size=None`` hands over whole blocks, so the only copy is the
     column-to-row stack XGBoost needs.
     """
-    features: list[str] = cfg["features"]
-    label: str = cfg["label"]
-    weight: str | None = cfg["weight"]
+    features: list[str] = cfg.features
+    label: str = cfg.label
+    weight: str | None = cfg.weight
     batches: list[dict[str, Any]] = []
     rows = 0
     for batch in shard.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
@@ -121,7 +161,7 @@ def _read_shard(shard, cfg: dict) -> tuple[list[dict[str, Any]], int]:
             "data": X,
             "label": np.asarray(batch[label], dtype=np.float32),
             "feature_names": features,
-            "feature_types": cfg["feature_types"],
+            "feature_types": cfg.feature_types,
         }
         if weight is not None:
             item["weight"] = np.asarray(batch[weight], dtype=np.float32)
@@ -134,39 +174,39 @@ def _read_shard(shard, cfg: dict) -> tuple[list[dict[str, Any]], int]:
                 "data": np.empty((0, len(features)), dtype=np.float32),
                 "label": np.empty((0,), dtype=np.float32),
                 "feature_names": features,
-                "feature_types": cfg["feature_types"],
+                "feature_types": cfg.feature_types,
                 **({"weight": np.empty((0,), dtype=np.float32)} if weight else {}),
             }
         )
     return batches, rows
 
 
-def _dmatrix(batches, cfg: dict, ref: xgb.DMatrix | None) -> xgb.QuantileDMatrix:
+def _dmatrix(batches, cfg: LoopConfig, ref: xgb.DMatrix | None) -> xgb.QuantileDMatrix:
     return xgb.QuantileDMatrix(
         _BatchIter(batches),
         ref=ref,
-        max_bin=int(cfg["params"].get("max_bin", 256)),
-        nthread=int(cfg["params"]["nthread"]),
+        max_bin=int(cfg.params.get("max_bin", 256)),
+        nthread=int(cfg.params["nthread"]),
         enable_categorical=True,
     )
 
 
-def _complete_params(cfg: dict, batches: list[dict[str, Any]]) -> dict:
+def _complete_params(cfg: LoopConfig, batches: list[dict[str, Any]]) -> dict:
     """Fill in ``num_class`` / ``scale_pos_weight: auto`` from the labels.
 
     One all-reduce over the workers' shards (already in memory), instead of
     an extra Ray Data pass over a possibly lazily transformed dataset.
     """
-    params = dict(cfg["params"])
-    need_classes = cfg["task"] == "multiclass" and "num_class" not in params
-    if not (need_classes or cfg["scale_pos_weight_auto"]):
+    params = dict(cfg.params)
+    need_classes = cfg.task == "multiclass" and "num_class" not in params
+    if not (need_classes or cfg.scale_pos_weight_auto):
         return params
     n = float(sum(len(b["label"]) for b in batches))
     pos = float(sum(float(b["label"].sum(dtype=np.float64)) for b in batches))
     top = max((float(b["label"].max()) for b in batches if len(b["label"])), default=-np.inf)
     n, pos = xgb.collective.allreduce(np.array([n, pos]), xgb.collective.Op.SUM)
     (top,) = xgb.collective.allreduce(np.array([top]), xgb.collective.Op.MAX)
-    label = cfg["label"]
+    label = cfg.label
     if need_classes:
         if not np.isfinite(top) or top < 1 or top != int(top):
             raise DataError(
@@ -174,7 +214,7 @@ def _complete_params(cfg: dict, batches: list[dict[str, Any]]) -> dict:
                 f"max label {top!r}. Hint: encode the label as 0..K-1 or set model.num_class."
             )
         params["num_class"] = int(top) + 1
-    if cfg["scale_pos_weight_auto"]:
+    if cfg.scale_pos_weight_auto:
         if pos <= 0 or pos >= n:
             raise DataError(
                 f"model.params.scale_pos_weight: 'auto' needs both classes in the training "
@@ -371,12 +411,16 @@ def _load_checkpoint(checkpoint: Checkpoint) -> tuple[xgb.Booster, dict]:
     return booster, state
 
 
-def train_loop_per_worker(cfg: dict) -> dict | None:
-    """``train_loop_per_worker`` of the ``XGBoostTrainer`` (one call per worker)."""
-    return train_loop(cfg, TrainSession())
+def train_loop_per_worker(config: dict[str, LoopConfig]) -> dict | None:
+    """``train_loop_per_worker`` of the ``XGBoostTrainer`` (one call per worker).
+
+    Ray Train hands over its ``train_loop_config`` dict, which carries the
+    :class:`LoopConfig` under :data:`LOOP_CONFIG_KEY`.
+    """
+    return train_loop(config[LOOP_CONFIG_KEY], TrainSession())
 
 
-def train_loop(cfg: dict, session: Session) -> dict | None:
+def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
     """Train on ``session``'s shards; rank 0 returns the result, other ranks ``None``."""
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -398,7 +442,7 @@ def train_loop(cfg: dict, session: Session) -> dict | None:
     evals: list[tuple[xgb.DMatrix, str]] = []
     train_eval = [(dtrain, "train")]
     valid_rows = 0
-    if cfg["has_valid"]:
+    if cfg.has_valid:
         valid_batches, valid_rows = _read_shard(session.shard("valid"), cfg)
         lap("read_shards")
         evals.append((_dmatrix(valid_batches, cfg, ref=dtrain), "valid"))
@@ -412,28 +456,28 @@ def train_loop(cfg: dict, session: Session) -> dict | None:
         model, state = _load_checkpoint(checkpoint)
 
     es = None
-    if cfg["early_stopping_rounds"] and cfg["has_valid"]:
+    if cfg.early_stopping_rounds and cfg.has_valid:
         es = _ResumableEarlyStopping(
-            rounds=cfg["early_stopping_rounds"],
-            metric_name=cfg["early_stopping_metric"],
+            rounds=cfg.early_stopping_rounds,
+            metric_name=cfg.early_stopping_metric,
             data_name="valid",
-            maximize=cfg["early_stopping_maximize"],
+            maximize=cfg.early_stopping_maximize,
             save_best=True,
             resume=state.get("early_stopping"),
         )
     callback = ReportCheckpointCallback(
-        report_every=cfg["report_every"],
-        checkpoint_every=cfg["checkpoint_every"],
+        report_every=cfg.report_every,
+        checkpoint_every=cfg.checkpoint_every,
         early_stopping=es,
         history=state["history"],
         evals=evals,
         report_only=train_eval,
-        total_rounds=cfg["num_boost_round"],
+        total_rounds=cfg.num_boost_round,
         session=session,
-        fault=cfg.get("fault"),
+        fault=cfg.fault,
     )
 
-    remaining = cfg["num_boost_round"] - state["rounds_done"]
+    remaining = cfg.num_boost_round - state["rounds_done"]
     if state["finished"]:
         booster = model
     elif remaining <= 0 or state["stopped"]:

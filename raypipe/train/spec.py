@@ -3,6 +3,11 @@
 Pure module: no Ray import, so the spec can be built and checked before a
 cluster exists. :func:`check_spec` is the single place that validates a spec;
 ``train_xgboost`` and ``cross_validate`` call it before anything runs.
+
+One default per setting: a field that mirrors a config setting
+(``model.num_boost_round``, ``model.training.*``, the seed) takes its default
+from the config model (:mod:`raypipe.config`), never a second literal, and
+:meth:`TrainSpec.from_config` builds the spec of a pipeline from its config.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from raypipe.config import ModelConfig, PipelineConfig, SplitConfig, TrainingConfig
 from raypipe.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -42,6 +48,11 @@ _OBJECTIVE_PREFIXES = {
     "multiclass": ("multi:",),
     "regression": ("reg:", "count:", "survival:"),
 }
+
+
+def _config_default(model: type, name: str) -> Any:
+    """The default of config field ``name``: the one definition a spec field mirrors."""
+    return model.model_fields[name].default
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,8 @@ class TrainSpec:
             from the latest checkpoint.
         weight: Optional sample-weight column.
         num_class: Classes for ``multiclass``; ``None`` counts ``max(label)+1``.
-        seed: XGBoost seed.
+        seed: XGBoost seed (and the Tune searcher's); default: the config's
+            default seed (``model.seed`` falls back to ``data.split.seed``).
         storage_path: Where Ray Train persists checkpoints; ``None`` uses a
             folder under the system temp dir (use shared storage on a cluster).
 
@@ -90,18 +102,67 @@ class TrainSpec:
     features: list[str]
     feature_types: list[str]
     params: dict
-    num_boost_round: int = 300
-    early_stopping_rounds: int | None = 20
-    num_workers: int | str = "auto"
-    use_gpu: bool = False
-    cpus_per_worker: float | None = None
-    report_every: int = 10
-    checkpoint_every: int = 50
-    max_failures: int = 0
+    num_boost_round: int = _config_default(ModelConfig, "num_boost_round")
+    early_stopping_rounds: int | None = _config_default(ModelConfig, "early_stopping_rounds")
+    num_workers: int | str = _config_default(TrainingConfig, "num_workers")
+    use_gpu: bool = _config_default(TrainingConfig, "use_gpu")
+    cpus_per_worker: float | None = _config_default(TrainingConfig, "cpus_per_worker")
+    report_every: int = _config_default(TrainingConfig, "report_every")
+    checkpoint_every: int = _config_default(TrainingConfig, "checkpoint_every")
+    max_failures: int = _config_default(TrainingConfig, "max_failures")
     weight: str | None = None
     num_class: int | None = None
-    seed: int = 42
+    seed: int = _config_default(SplitConfig, "seed")
     storage_path: str | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: PipelineConfig,
+        *,
+        features: list[str],
+        feature_types: list[str],
+        num_class: int | None,
+        has_valid: bool,
+        storage_path: str | None,
+    ) -> TrainSpec:
+        """The spec of the pipeline ``cfg``: its ``model`` section, its label and
+        weight columns, and its model seed; the rest comes from the fitted features.
+
+        Args:
+            cfg: the pipeline config.
+            features: the feature columns the feature pipeline outputs.
+            feature_types: one ``"q"``/``"c"`` per feature.
+            num_class: the label's classes for ``multiclass`` (else ``None``).
+            has_valid: whether there is a validation split; without one early
+                stopping is off.
+            storage_path: where Ray Train persists checkpoints (an absolute URI).
+
+        Example::
+
+            spec = TrainSpec.from_config(cfg, features=fp.feature_names, feature_types=fp.feature_types,
+                                         num_class=None, has_valid=True, storage_path="/runs/r1/train")
+        """
+        model, training, schema = cfg.model, cfg.model.training, cfg.data.schema_
+        return cls(
+            task=model.task,
+            label=schema.label,
+            features=list(features),
+            feature_types=list(feature_types),
+            params=dict(model.params),
+            num_boost_round=model.num_boost_round,
+            early_stopping_rounds=model.early_stopping_rounds if has_valid else None,
+            num_workers=training.num_workers,
+            use_gpu=training.use_gpu,
+            cpus_per_worker=training.cpus_per_worker,
+            report_every=training.report_every,
+            checkpoint_every=training.checkpoint_every,
+            max_failures=training.max_failures,
+            weight=schema.weight,
+            num_class=num_class,
+            seed=cfg.model_seed,
+            storage_path=storage_path,
+        )
 
 
 @dataclass

@@ -157,7 +157,7 @@ def _run(
     )
     trainer = XGBoostTrainer(
         _worker.train_loop_per_worker,
-        train_loop_config=config,
+        train_loop_config={_worker.LOOP_CONFIG_KEY: config},
         scaling_config=ScalingConfig(
             num_workers=plan.num_workers,
             use_gpu=plan.use_gpu,
@@ -196,27 +196,27 @@ def _run(
     return train_result(out, _worker_model(result.checkpoint), plan, result.checkpoint.path, duration)
 
 
-def loop_config(spec: TrainSpec, plan: WorkerPlan, *, has_valid: bool) -> dict[str, Any]:
+def loop_config(spec: TrainSpec, plan: WorkerPlan, *, has_valid: bool) -> _worker.LoopConfig:
     """The config of ``_worker.train_loop`` for ``spec`` on ``plan``'s workers."""
     params = build_params(spec, nthread=plan.nthread, use_gpu=plan.use_gpu)
     es_metric = eval_metrics(params)[-1]
-    return {
-        "params": params,
-        "task": spec.task,
-        "scale_pos_weight_auto": spec.params.get("scale_pos_weight") == "auto",
-        "label": spec.label,
-        "features": list(spec.features),
-        "feature_types": list(spec.feature_types),
-        "weight": spec.weight,
-        "num_boost_round": spec.num_boost_round,
-        "early_stopping_rounds": spec.early_stopping_rounds,
-        "early_stopping_metric": es_metric,
-        "early_stopping_maximize": maximize(es_metric),
-        "report_every": spec.report_every,
-        "checkpoint_every": spec.checkpoint_every,
-        "has_valid": has_valid,
-        "fault": _fault_from_env(),
-    }
+    return _worker.LoopConfig(
+        params=params,
+        task=spec.task,
+        scale_pos_weight_auto=spec.params.get("scale_pos_weight") == "auto",
+        label=spec.label,
+        features=list(spec.features),
+        feature_types=list(spec.feature_types),
+        weight=spec.weight,
+        num_boost_round=spec.num_boost_round,
+        early_stopping_rounds=spec.early_stopping_rounds,
+        early_stopping_metric=es_metric,
+        early_stopping_maximize=maximize(es_metric),
+        report_every=spec.report_every,
+        checkpoint_every=spec.checkpoint_every,
+        has_valid=has_valid,
+        fault=_fault_from_env(),
+    )
 
 
 def train_result(out: dict[str, Any], booster: xgb.Booster | None, plan: WorkerPlan,
@@ -242,7 +242,7 @@ def _run_local(
     datasets: dict[str, ray.data.Dataset],
     run_name: str,
     plan: WorkerPlan,
-    config: dict[str, Any],
+    config: _worker.LoopConfig,
     storage_path: str,
 ) -> TrainResult:
     """One worker: the training loop in one Ray task (see :mod:`raypipe.train._local`)."""

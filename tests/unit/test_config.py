@@ -202,3 +202,13 @@ def test_check_config_walks_feature_steps(monkeypatch):
     raw["features"][1]["columns"].remove("race")  # a text column left unencoded
     with pytest.raises(ConfigError, match="race"):
         check_config(parse_config(raw), "q.yaml")
+
+
+def test_model_seed_defaults_to_the_split_seed():
+    raw = {"name": "x", "data": {"source": {"type": "parquet", "paths": "a.parquet"}}}
+    cfg = parse_config(raw)
+    assert cfg.model.seed is None and cfg.model_seed == cfg.data.split.seed == 42
+    assert parse_config(raw, overrides=["data.split.seed=7"]).model_seed == 7
+    cfg = parse_config(raw, overrides=["data.split.seed=7", "model.seed=3"])
+    assert (cfg.model_seed, cfg.data.split.seed) == (3, 7)
+    assert "q.yaml: model.seed: Input should be a valid integer" in _error(raw, overrides=["model.seed=abc"])

@@ -19,8 +19,9 @@ import pytest
 
 from raypipe.config import parse_config
 from raypipe.data._api import ApiClient, first_page, following_pages
+from raypipe.data.api_source import ApiDatasource
 from raypipe.data.ingest import ingest
-from raypipe.data.sources import ApiDatasource, read_source, unwrap_task_errors
+from raypipe.data.sources import read_source, unwrap_task_errors
 from raypipe.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.ray

@@ -20,7 +20,7 @@ from raypipe.config import load_config, parse_config
 from raypipe.data import provenance as prov
 from raypipe.data.ingest import infer_source_schema, ingest, split
 from raypipe.data.sources import read_source
-from raypipe.data.split import split_dataset
+from raypipe.data.ray_split import split_dataset
 from raypipe.errors import ConfigError, DataError, SchemaError, ValidationError
 
 pytestmark = pytest.mark.ray
@@ -343,7 +343,7 @@ def test_postgres_table(ray_cluster, tmp_path):
 def test_mysql_query(ray_cluster, tmp_path):
     import pymysql
 
-    from raypipe.data.sources import _connector
+    from raypipe.data.sql_source import _connector
 
     url = _service_url("RAYPIPE_TEST_MYSQL_URL")
     conn = _connector(url)()

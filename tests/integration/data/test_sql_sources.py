@@ -170,7 +170,7 @@ def test_postgres_errors_name_the_column_and_keep_secrets(ray_cluster, pg_millio
 
 @pytest.mark.services
 def test_mysql_partitioned_by_timestamp_with_incremental_id(ray_cluster, tmp_path):
-    from raypipe.data.sources import _connector
+    from raypipe.data.sql_source import _connector
 
     url = _service_url("RAYPIPE_TEST_MYSQL_URL")
     table = f"rp_ts_{uuid.uuid4().hex[:8]}"
@@ -276,7 +276,7 @@ def test_sqlite_plan_errors_are_clear(ray_cluster, events_db):
 
 
 def test_pipeline_commits_the_watermark_only_after_a_successful_run(ray_cluster, tmp_path, events_db, monkeypatch):
-    import raypipe.pipeline as pl
+    import raypipe.pipeline.run as pl
 
     cfg = parse_config(
         {

@@ -140,6 +140,43 @@ def test_spec_errors_name_the_field_and_suggest():
         check_spec(_spec("binary_classification", "/tmp", params={"objective": "reg:squarederror"}))
 
 
+def test_spec_from_config_has_one_default_per_setting():
+    import dataclasses
+
+    from raypipe.config import ModelConfig, TrainingConfig, parse_config
+
+    # Defaults: the config's, never a second literal (max_failures once drifted to 0 here).
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSpec)}
+    for name in ("num_workers", "use_gpu", "cpus_per_worker", "report_every", "checkpoint_every", "max_failures"):
+        assert defaults[name] == TrainingConfig.model_fields[name].default, name
+    for name in ("num_boost_round", "early_stopping_rounds"):
+        assert defaults[name] == ModelConfig.model_fields[name].default, name
+    assert defaults["max_failures"] == 1
+
+    raw = {
+        "name": "t",
+        "data": {"source": {"type": "csv", "paths": ["x.csv"]}, "schema": {"label": "y", "weight": "w"},
+                 "split": {"seed": 7}},
+        "model": {"task": "multiclass", "params": {"max_depth": 3}, "num_boost_round": 40, "early_stopping_rounds": 5,
+                  "training": {"num_workers": 2, "cpus_per_worker": 0.5, "report_every": 4, "checkpoint_every": 8,
+                               "max_failures": 3}},
+    }
+    cfg = parse_config(raw)
+    kwargs = dict(features=["a", "b"], feature_types=["q", "c"], num_class=3, storage_path="/runs/r/train")
+    spec = TrainSpec.from_config(cfg, has_valid=True, **kwargs)
+    assert spec == TrainSpec(
+        task="multiclass", label="y", features=["a", "b"], feature_types=["q", "c"], params={"max_depth": 3},
+        num_boost_round=40, early_stopping_rounds=5, num_workers=2, use_gpu=False, cpus_per_worker=0.5,
+        report_every=4, checkpoint_every=8, max_failures=3, weight="w", num_class=3, seed=7,
+        storage_path="/runs/r/train",
+    )
+    check_spec(spec)
+    assert TrainSpec.from_config(cfg, has_valid=False, **kwargs).early_stopping_rounds is None
+    # model.seed, when set, seeds the model apart from the split.
+    raw["model"]["seed"] = 11
+    assert TrainSpec.from_config(parse_config(raw), has_valid=True, **kwargs).seed == 11
+
+
 def test_public_names():
     import raypipe.train
 

@@ -11,7 +11,6 @@ import pytest
 
 from raypipe.data import provenance as prov
 from raypipe.data._formats import (
-    ColumnMap,
     CsvFormat,
     parse_lines,
     read_csv_stream,
@@ -19,6 +18,7 @@ from raypipe.data._formats import (
     read_parquet_file,
     read_text_stream,
 )
+from raypipe.data.columns import ColumnMap
 from raypipe.errors import DataError, SchemaError
 
 import numpy as np

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from sklearn.preprocessing import RobustScaler, StandardScaler
 
 import raypipe.features
-from raypipe.config import ImputeStep, OneHotStep
 from raypipe.errors import ConfigError, SchemaError
 from raypipe.features import FeaturePipeline, StatRequest, compute_stats
+from raypipe.features.steps import ImputeStep, OneHotStep
 
 EXCLUDE = ["income", "weight", "row_id"]
 

@@ -342,3 +342,23 @@ def test_every_fitted_step_round_trips_through_its_dict(table):
         assert type(again) is type(fitted)
     with pytest.raises(ValueError, match="unknown kind 'nope'"):
         FittedStep.from_dict({"kind": "nope"})
+
+
+def test_one_list_of_transforms_feeds_the_config_union_and_the_dispatch():
+    import typing
+
+    import raypipe.config
+    from raypipe.features.steps import FEATURE_TYPES, STEPS, FeatureStep, make_step
+
+    union, _ = typing.get_args(FeatureStep)
+    assert typing.get_args(union) == tuple(cls.params for cls in STEPS)
+    assert FEATURE_TYPES == tuple(cls.type for cls in STEPS) == tuple(
+        typing.get_args(cls.params.model_fields["type"].annotation)[0] for cls in STEPS
+    )
+    assert raypipe.config.FEATURE_TYPES is FEATURE_TYPES and raypipe.config.FeatureStep is FeatureStep
+    for cls in STEPS:
+        if cls.type in ("standard_scale", "log1p", "drop"):  # parameters: columns only
+            params = cls.params(type=cls.type, columns=["x"])
+            assert type(make_step(params, 0, {"x": "float"})) is cls
+    with pytest.raises(ConfigError, match="features\\[3\\].type: unknown transform 'nope'. Expected one of: impute, one_hot"):
+        make_step(STEPS[0].params.model_construct(type="nope", columns=["x"]), 3, {"x": "float"})

@@ -584,3 +584,21 @@ def test_the_statistics_modules_do_not_import_ray():
     code = "import sys, raypipe.monitor.drift, raypipe.monitor.window; print('ray' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_drift_statistics_need_numpy_only():
+    import subprocess
+    import sys
+
+    from raypipe.monitor import drift, statistics
+
+    # The report module re-exports the statistics: one implementation, two import paths.
+    assert (drift.psi, drift.js_distance, drift.ks_statistic, drift.ks_pvalue, drift.DEFAULT_EPS) == (
+        statistics.psi, statistics.js_distance, statistics.ks_statistic, statistics.ks_pvalue, statistics.DEFAULT_EPS,
+    )
+    code = (
+        "import sys, raypipe.monitor.statistics, raypipe.evaluate.metrics; "
+        "print(sorted(m for m in ('ray', 'pyarrow', 'xgboost') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -30,6 +30,7 @@ from raypipe.registry import (
     RegistryError,
     VersionNotFoundError,
     parse_model_ref,
+    split_model_ref,
 )
 from raypipe.registry._store import Store
 
@@ -145,6 +146,39 @@ def test_parse_model_ref():
     for bad in ("", "@champion", "adult@", "a@b@c", "adult@bad alias", "adult@0"):
         with pytest.raises(InvalidReferenceError, match=f"model reference '{bad}'"):
             parse_model_ref(bad)
+
+
+def test_split_model_ref_fills_in_the_defaults():
+    assert split_model_ref("adult@3", "bike") == ("adult", "3")
+    assert split_model_ref("adult@champion", "bike", "latest") == ("adult", "champion")
+    assert split_model_ref("challenger", "bike") == ("bike", "challenger")
+    assert split_model_ref("7", "bike") == ("bike", "7")
+    assert split_model_ref(None, "bike") == ("bike", "champion")
+    assert split_model_ref("", "bike", 2) == ("bike", "2")
+    with pytest.raises(InvalidReferenceError, match="model reference 'adult@'"):
+        split_model_ref("adult@", "bike")
+
+
+def test_resolve_a_model_option(reg, artifacts):
+    _register(reg, artifacts, 3)
+    _register(reg, artifacts, 1, name="bike")
+    reg.promote("adult", 2)
+    reg.set_alias("adult", "challenger", 3)
+    assert reg.resolve(None, default_name="adult").version == 2
+    assert reg.resolve("challenger", default_name="adult").version == 3
+    assert reg.resolve("1", default_name="adult").version == 1
+    assert reg.resolve("latest", default_name="adult").version == 3
+    assert reg.resolve(None, default_name="adult", default_ref="latest").version == 3
+    found = reg.resolve("bike@1", default_name="adult")
+    assert (found.model, found.version) == ("bike", 1)
+    with pytest.raises(AliasNotFoundError, match="model 'bike' has no alias 'champion'"):
+        reg.resolve("bike@champion", default_name="adult")
+    with pytest.raises(VersionNotFoundError, match="has no version 9"):
+        reg.resolve("9", default_name="adult")
+    with pytest.raises(ModelNotFoundError, match="no model 'nope'"):
+        reg.resolve(None, default_name="nope")
+    with pytest.raises(InvalidReferenceError):
+        reg.resolve("adult@bad alias", default_name="adult")
 
 
 # ------------------------------------------------------------------ aliases, promote, reject, rollback

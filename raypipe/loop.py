@@ -1,4 +1,5 @@
-"""Retraining: the same pipeline on the configured sources plus labeled production data.
+"""The closed loop's retraining: the same pipeline on the configured sources plus labeled
+production data.
 
 :func:`retrain` snapshots the prediction log joined with its feedback (the labeled
 production rows) as Parquet, adds it to the configured source as a ``union``, and
@@ -8,8 +9,9 @@ recent labeled production data — is the test split, on which the register stag
 re-scores the champion and gates the candidate (replay gating). Without a time column
 the split is random with the same fractions.
 
-The monitor actor runs it as a Ray task on the cluster; ``raypipe retrain CONFIG`` runs
-it by hand.
+The monitor actor runs it as a Ray task on the cluster (whoever starts the monitor hands
+it :func:`retrain`: the monitor sits floors below the pipeline); ``raypipe retrain CONFIG``
+and :func:`raypipe.retrain` run it by hand.
 """
 
 from __future__ import annotations
@@ -19,14 +21,18 @@ import os
 import time
 from typing import Any
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import ray
 
-from raypipe.config import ParquetSource, PipelineConfig, SplitConfig, UnionSource, absolute_uri
+from raypipe.config import ParquetSource, PipelineConfig, SplitConfig, UnionSource
+from raypipe.monitor.log import labeled_rows
+from raypipe.pipeline import Pipeline
+from raypipe.runtime.storage import absolute_uri, resolve
+from raypipe.train import cpu_fraction, data_reserve
 
 __all__ = ["retrain", "retrain_config", "production_snapshot"]
 
-log = logging.getLogger("raypipe.monitor")
+log = logging.getLogger("raypipe.loop")
 
 
 def _log_root(cfg: PipelineConfig) -> str:
@@ -36,8 +42,6 @@ def _log_root(cfg: PipelineConfig) -> str:
 def production_snapshot(cfg: PipelineConfig) -> tuple[str | None, int]:
     """Write the labeled production rows (schema columns, label under the schema's name)
     as one Parquet file; returns its path (None without labeled rows) and the row count."""
-    from raypipe.monitor.log import labeled_rows
-
     root = _log_root(cfg)
     rows = labeled_rows(root)
     if rows is None or rows.num_rows == 0:
@@ -46,7 +50,7 @@ def production_snapshot(cfg: PipelineConfig) -> tuple[str | None, int]:
     columns = [c for c in cfg.data.schema_.columns if c in rows.column_names and c != label]
     table = rows.select(columns).append_column(label, rows.column("label"))
     path = f"{root}/snapshots/labeled-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet"
-    fs, where = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    fs, where = resolve(path, "monitor.log_uri")
     fs.create_dir(where.rsplit("/", 1)[0], recursive=True)
     pq.write_table(table, where, filesystem=fs)
     return path, table.num_rows
@@ -75,17 +79,13 @@ def _beside_serving(cfg: PipelineConfig) -> Any:
     workers would take the CPUs Ray Data needs and the run would hang in
     ``get_dataset_shard``. An explicit ``cpus_per_worker`` is kept as given.
     """
-    import ray
-
-    from raypipe.train._resources import _fraction, data_reserve
-
     training = cfg.model.training
     if training.cpus_per_worker is not None or not ray.is_initialized():
         return cfg.model
     total = float(ray.cluster_resources().get("CPU", 0.0))
     serving = cfg.serve.replica_cpus * cfg.serve.autoscaling.max_replicas
     workers = 1 if training.num_workers == "auto" else int(training.num_workers)
-    per = _fraction(max(total - data_reserve(total) - serving, 0.1) / workers)
+    per = cpu_fraction(max(total - data_reserve(total) - serving, 0.1) / workers)
     return cfg.model.model_copy(update={"training": training.model_copy(update={"num_workers": workers, "cpus_per_worker": per})})
 
 
@@ -96,8 +96,6 @@ def retrain(cfg: PipelineConfig, trigger: dict[str, Any] | None = None, address:
     With ``retrain.auto_promote: false`` the candidate is registered and gated but the
     champion is left as it is.
     """
-    from raypipe.pipeline import Pipeline
-
     trigger = dict(trigger or {"kind": "manual"})
     snapshot, n = production_snapshot(cfg)
     trigger["production_rows"] = n
