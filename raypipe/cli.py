@@ -143,7 +143,7 @@ def run(config: str, until: str | None, address, profile, overrides, as_json, lo
 
         with _stdout_to_stderr(as_json):
             result = api.run(config, until=until, address=address, profile=profile, overrides=overrides)
-    except Exception as exc:  # noqa: BLE001 - rendered for the user
+    except Exception as exc:  # noqa: BLE001 - rendered for the user (Interrupted: exit 130)
         _fail(exc, as_json, log_level)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
@@ -535,6 +535,34 @@ def models_rollback(config: str, reason: str, address, profile, overrides, as_js
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     click.echo(json.dumps({"model": name, "champion": version.version}) if as_json else f"{name}: rolled back to version {version.version}")
+
+
+@models.command("verify")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--version", "version", default=None, help="Check only this version (a number or an alias; default: every version).")
+@click.option("--all-models", is_flag=True, help="Check every model of the registry, not only CONFIG's.")
+@_common
+def models_verify(config: str, version: str | None, all_models: bool, address, profile, overrides, as_json, log_level) -> None:
+    """Check the registry: every artifact against its sha256, every event line, every alias.
+
+    Exits 0 when everything checks out, 1 with one line per problem otherwise.
+    """
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        registry, name = _registry(ctx, config)
+        report = registry.verify(None if all_models else name, version)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    problems = report["problems"]
+    if as_json:
+        click.echo(json.dumps({"status": "ok" if not problems else "failed", "registry": registry.uri, **report}))
+    else:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        click.echo(f"registry {registry.uri}: {report['versions']} versions, {report['files']} files, "
+                   f"{report['events']} events checked; {len(problems)} problems")
+    if problems:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> Any:
