@@ -53,6 +53,10 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
 
 
 def _fail(exc: BaseException, as_json: bool, log_level: str) -> None:
+    from raypipe.runtime.cluster import ClusterUnreachable
+
+    if isinstance(exc, ClusterUnreachable):  # the message names the address: no traceback
+        exc = RaypipeError(str(exc))
     if isinstance(exc, RaypipeError):
         code, kind, message = exc.exit_code, type(exc).__name__, str(exc)
     else:
