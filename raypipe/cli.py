@@ -272,15 +272,41 @@ def serve(config: str, model_ref: str | None, export: str | None, address, profi
         return
     if not as_json:
         click.echo("press Ctrl-C to stop", err=True)
+    _serve_until_stopped(cfg, info["model"]["name"])
+
+
+def _serve_until_stopped(cfg, name: str) -> None:
+    """Block until SIGINT or SIGTERM, then drain the endpoint, release Ray and fold the
+    replicas' spilled log rows into the prediction log; one line says what was flushed."""
+    import signal
     import time
 
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from ray import serve as ray_serve
+    import ray
+    from ray import serve as ray_serve
 
-        ray_serve.shutdown()
+    from raypipe.monitor.log import FEEDBACK, PREDICTIONS, fold_spills
+    from raypipe.runtime.signals import stop_on_signals
+    from raypipe.runtime.storage import absolute_uri
+
+    try:
+        with stop_on_signals():  # after ray.init: replaces Ray's SIGTERM handler (its stack dump)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt as stop:
+        signame = str(stop) or "SIGINT"
+    # A second signal while draining would cut the drain short: ignore it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        ray_serve.shutdown()  # stops accepting requests, drains in-flight ones
+    finally:
+        ray.shutdown()  # every replica is gone: their spills are unlocked
+    root = f"{absolute_uri(cfg.monitor.log_uri).rstrip('/')}/{name}"
+    folded = fold_spills(root, PREDICTIONS) if cfg.monitor.enabled else 0
+    if cfg.monitor.enabled:
+        fold_spills(root, FEEDBACK)
+    click.echo(f"stopped ({signame}): endpoint drained, Ray released, prediction log flushed "
+               f"({folded} rows folded from replica spills into {root})", err=True)
 
 
 @cli.command()
