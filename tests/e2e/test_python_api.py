@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,9 +25,12 @@ def _readme_script() -> str:
 def test_readme_driver_script_runs_as_written(tmp_path):
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     shutil.copytree(ROOT / "data" / "adult", tmp_path / "data" / "adult")
-    env = dict(os.environ, RAY_ADDRESS="", RAY_TMPDIR=str(tmp_path / "ray"))
+    # Ray's socket paths must stay under 107 bytes: a short folder of its own.
+    ray_tmp = tempfile.mkdtemp(prefix="rp-api-", dir="/tmp")
+    env = dict(os.environ, RAY_ADDRESS="", RAY_TMPDIR=ray_tmp)
     proc = subprocess.run([sys.executable, "-c", _readme_script()], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
+    shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     status, valid, auc = lines[0].split()
