@@ -206,6 +206,7 @@ def _write_one_file(ds: Any, fs: pafs.FileSystem, path: str, fmt: str, empty_sch
     import pyarrow.parquet as pq
 
     writer: Any = None
+    schema: pa.Schema | None = None
     with fs.open_output_stream(path) as sink:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             if fmt == "csv":
@@ -215,8 +216,9 @@ def _write_one_file(ds: Any, fs: pafs.FileSystem, path: str, fmt: str, empty_sch
                     sink.write(batch.to_pandas().to_json(orient="records", lines=True).encode())
                 continue
             if writer is None:
-                writer = pacsv.CSVWriter(sink, batch.schema) if fmt == "csv" else pq.ParquetWriter(sink, batch.schema)
-            writer.write_table(batch.cast(writer.schema) if batch.schema != writer.schema else batch)
+                schema = batch.schema
+                writer = pacsv.CSVWriter(sink, schema) if fmt == "csv" else pq.ParquetWriter(sink, schema)
+            writer.write_table(batch if batch.schema == schema else batch.cast(schema))
         if writer is None and fmt != "jsonl":
             # No row was valid: still one file, with the header (CSV) or the schema (Parquet).
             writer = pacsv.CSVWriter(sink, empty_schema) if fmt == "csv" else pq.ParquetWriter(sink, empty_schema)

@@ -289,6 +289,7 @@ def _train(cfg: PipelineConfig, state: _RunState) -> None:
     state.evaluation["history"] = state.training.history
     state.evaluation["best_iteration"] = state.training.best_iteration
     state.evaluation["num_workers"] = state.training.num_workers
+    state.evaluation["worker_rows"] = list(state.training.worker_rows)  # each shard's rows: none empty
 
 
 def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:

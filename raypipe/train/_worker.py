@@ -500,9 +500,12 @@ def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
     final_metrics = callback.final_metrics
     if final_metrics is None:  # resumed from the final checkpoint
         final_metrics = _parse_eval(booster.eval_set(train_eval + evals))
-    rows = xgb.collective.allreduce(
-        np.array([train_rows, valid_rows], dtype=np.float64), xgb.collective.Op.SUM
-    )
+    # Each worker fills its own slot: the sum is every worker's (train, valid) rows, in rank order.
+    world = max(xgb.collective.get_world_size(), 1)
+    slots = np.zeros((world, 2), dtype=np.float64)
+    slots[min(session.rank, world - 1)] = (train_rows, valid_rows)
+    per_worker = xgb.collective.allreduce(slots.ravel(), xgb.collective.Op.SUM).reshape(world, 2)
+    rows = per_worker.sum(axis=0)
     if session.rank != 0:
         return None
     best_attr = booster.attr("best_iteration")
@@ -511,6 +514,7 @@ def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
         "best_iteration": int(best_attr) if best_attr is not None else booster.num_boosted_rounds() - 1,
         "metrics": final_metrics,
         "rows": {"train": int(rows[0]), "valid": int(rows[1])},
+        "worker_rows": [{"train": int(t), "valid": int(v)} for t, v in per_worker],
         "resumed_from_rounds": state["rounds_done"] if checkpoint is not None else None,
         "params": params,
         "timings": timings,
