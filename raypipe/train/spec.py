@@ -187,9 +187,9 @@ class TrainResult:
             ``{"train-logloss": ..., "valid-auc": ...}``.
         rows: Rows the workers trained/validated on, ``{"train": n, "valid": m}``
             (every row: shards may differ in length, see ``_AllRowsDataConfig``).
-        worker_rows: Each worker's shard, in rank order: ``[{"train": n0, "valid": m0},
-            ...]`` (split by rows: no worker is empty while there are as many rows as
-            workers, and two shards differ by at most one row).
+        worker_rows: Each worker's shard, in rank order: ``[{"train": n0, "valid": m0,
+            "node": ray_node_id}, ...]`` (split by rows: no worker is empty while there
+            are as many rows as workers, and two shards differ by at most one row).
         resumed_from_round: Boosted rounds restored from a checkpoint after a
             worker failure (``None`` when the run never restarted from one).
         params: The XGBoost parameters trained with (after ``num_class`` and

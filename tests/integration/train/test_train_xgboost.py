@@ -245,7 +245,8 @@ def test_binary_learns_and_metrics_match_sklearn(binary):
     assert result.num_workers == 2
     assert result.rows == {"train": 6000, "valid": 2000}
     # Split by rows: each worker's shard in the result, none empty, balanced.
-    assert result.worker_rows == [{"train": 3000, "valid": 1000}, {"train": 3000, "valid": 1000}]
+    assert _rows_only(result.worker_rows) == [{"train": 3000, "valid": 1000}, {"train": 3000, "valid": 1000}]
+    assert all(w["node"] == ray.get_runtime_context().get_node_id() for w in result.worker_rows)  # one node here
     proba = result.booster.predict(_matrix(valid_cols))
     assert roc_auc_score(valid_cols["y"], proba) > 0.85
     # valid-logloss is all-reduced across the two shards: the exact full-set value.
@@ -411,5 +412,9 @@ def test_one_block_dataset_gives_every_worker_rows(ray_cluster, storage):
     train_cols, valid_cols = _frame("binary_classification", 501, 5), _frame("binary_classification", 99, 6)
     spec = _spec("binary_classification", storage, num_boost_round=5, early_stopping_rounds=None)
     result = train_xgboost(spec, _dataset(train_cols, blocks=1), _dataset(valid_cols, blocks=1), "one-block")
-    assert result.worker_rows == [{"train": 250, "valid": 49}, {"train": 251, "valid": 50}]
+    assert _rows_only(result.worker_rows) == [{"train": 250, "valid": 49}, {"train": 251, "valid": 50}]
     assert result.rows == {"train": 501, "valid": 99}
+
+
+def _rows_only(worker_rows: list[dict]) -> list[dict]:
+    return [{"train": w["train"], "valid": w["valid"]} for w in worker_rows]
