@@ -63,10 +63,13 @@ def _fmt(value: float | None) -> str:
 
 def table(figures: list[Figure]) -> str:
     """The Markdown table the README shows."""
-    rows = ["| pair | measure | raypipe | baseline | ratio | target | met |", "|---|---|---|---|---|---|---|"]
+    rows = ["| pair | measure | raypipe | baseline | ratio | target | met | spread |", "|---|---|---|---|---|---|---|---|"]
     for f in figures:
+        spread = " / ".join(f"{side} {value:.0%}" for side, value in f.spread.items()) or "—"
+        if f.unstable:
+            spread += " **unstable**"
         rows.append(f"| {f.pair} | {f.what} ({f.unit}) | {_fmt(f.raypipe)} | {_fmt(f.baseline)} | "
-                    f"{_fmt(f.ratio)} | {f.target} | {'yes' if f.met else '**no**'} |")
+                    f"{_fmt(f.ratio)} | {f.target} | {'yes' if f.met else '**no**'} | {spread} |")
     return "\n".join(rows)
 
 

@@ -31,6 +31,11 @@ class Context:
         """``quick`` rows under ``--quick``, else ``full``."""
         return quick if self.quick else full
 
+    @property
+    def warmup(self) -> int:
+        """Untimed runs of each side before timing: 1, none under ``--quick`` (a smoke run)."""
+        return 0 if self.quick else 1
+
 
 @dataclasses.dataclass
 class Figure:
@@ -63,12 +68,42 @@ class Figure:
         return {"<=": value <= float(bound), ">=": value >= float(bound),
                 "<": value < float(bound), ">": value > float(bound)}[op]
 
+    @property
+    def spread(self) -> dict[str, float]:
+        """Per side, ``(max - min) / median`` of its samples (sides with 2+ samples)."""
+        return {side: spread(values) for side, values in self.samples.items() if len(values) >= 2 and spread(values) is not None}
+
+    @property
+    def unstable(self) -> bool:
+        """A side's samples spread more than :data:`UNSTABLE_SPREAD`: read the median with care."""
+        return any(v > UNSTABLE_SPREAD for v in self.spread.values())
+
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "ratio": self.ratio, "met": self.met}
+        return {**dataclasses.asdict(self), "ratio": self.ratio, "met": self.met, "spread": self.spread,
+                "unstable": self.unstable}
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float]]:
-    """Median wall seconds of ``repeats`` calls of ``fn`` and every sample."""
+#: A figure whose samples (on either side) spread more than this is flagged unstable.
+UNSTABLE_SPREAD = 0.25
+
+
+def spread(samples: list[float]) -> float | None:
+    """``(max - min) / median``: 0.0 for identical samples, ``None`` when the median is 0."""
+    if not samples:
+        return None
+    median = statistics.median(samples)
+    return (max(samples) - min(samples)) / median if median else None
+
+
+def median_time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
+    """Median wall seconds of ``repeats`` calls of ``fn`` and every sample.
+
+    ``warmup`` calls run first, untimed: the first call pays for worker processes,
+    imports, page cache and the object store, which a steady state does not (a cold
+    first sample was 3.6x the others in one run). Warm BOTH sides of a pair alike.
+    """
+    for _ in range(warmup):
+        fn()
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -208,9 +208,9 @@ def run(ctx: Context) -> list[Figure]:
     for fmt, path in paths.items():
         cfg = adult_config(f"bench-ingest-{fmt.lower()}", {"type": fmt.lower(), "paths": [str(path)]}, ctx.workdir)
         outcome: dict[str, Any] = {}
-        ray_s, ray_samples = median_time(lambda: outcome.update(run_raypipe(cfg)), ctx.repeats)
+        ray_s, ray_samples = median_time(lambda: outcome.update(run_raypipe(cfg)), ctx.repeats, warmup=ctx.warmup)
         base = {}
-        base_s, base_samples = median_time(lambda: base.update(run_baseline(path)), ctx.repeats)
+        base_s, base_samples = median_time(lambda: base.update(run_baseline(path)), ctx.repeats, warmup=ctx.warmup)
         _check(outcome, base)
         stages = ", ".join(f"{k} {v:.1f}" for k, v in outcome["durations_s"].items())
         figures.append(Figure(

@@ -105,8 +105,8 @@ def run(ctx: Context) -> list[Figure]:
         outs["baseline"] = ctx.workdir / f"baseline-{next(runs)}.parquet"
         run_baseline(cfg, source, outs["baseline"], ctx.cpus)
 
-    ray_s, ray_samples = median_time(raypipe_once, ctx.repeats)
-    base_s, base_samples = median_time(baseline_once, ctx.repeats)
+    ray_s, ray_samples = median_time(raypipe_once, ctx.repeats, warmup=ctx.warmup)
+    base_s, base_samples = median_time(baseline_once, ctx.repeats, warmup=ctx.warmup)
     ours, theirs = _first_rows(outs["raypipe"], outs["baseline"])
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
     rate = lambda samples: [rows / s for s in samples]  # noqa: E731

@@ -20,7 +20,8 @@ from typing import Any
 
 from raypipe.config import PipelineConfig, load_config
 from raypipe.config import check_config as _check_loaded
-from raypipe.data.ingest import infer_source_schema
+from raypipe.data.ingest import infer_schema_section
+from raypipe.data.validate import INFER_SAMPLE_ROWS
 from raypipe.inference import batch_predict
 from raypipe.loop import retrain as loop_retrain
 from raypipe.pipeline import Pipeline, RunResult
@@ -102,14 +103,19 @@ def serve(config: Config, *, model: str | None = None, address: str | None = Non
 
 
 def predict(config: Config, input_uri: str, output_uri: str, *, model: str | None = None, address: str | None = None,
-            profile: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+            profile: str | None = None, overrides: Sequence[str] = (), overwrite: bool = False, folder: bool = False,
+            output_format: str | None = None) -> dict[str, Any]:
     """Batch inference with Ray Data (``raypipe predict``): the same bundle as the endpoint.
+
+    ``output_uri`` ending in ``.csv``/``.parquet``/``.jsonl`` is one file (a folder of
+    parts with ``folder=True`` or a name without extension); an existing output is
+    refused unless ``overwrite``, which replaces output and quarantine together.
 
     Returns:
         ``{"model", "rows": {"input", "predicted", "quarantined"}, "output", "quarantine"}``.
     """
     cfg, _ = _load(config, profile, overrides)
-    return batch_predict(cfg, input_uri, output_uri, model, address)
+    return batch_predict(cfg, input_uri, output_uri, model, address, overwrite=overwrite, folder=folder, output_format=output_format)
 
 
 def retrain(config: Config, *, address: str | None = None, profile: str | None = None, overrides: Sequence[str] = (),
@@ -131,18 +137,14 @@ def ingest_stream(config: Config, *, address: str | None = None, max_messages: i
     return _run_consumers(cfg, address, max_messages, duration_s, list(subscriptions) if subscriptions else None, on_event)
 
 
-def infer_schema(config: Config, *, address: str | None = None, sample_rows: int = 100_000, profile: str | None = None,
+def infer_schema(config: Config, *, address: str | None = None, sample_rows: int = INFER_SAMPLE_ROWS, profile: str | None = None,
                  overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Infer a ``data.schema`` section from the first ``sample_rows`` rows of the source
-    (``raypipe infer-schema``): each column's type and nullability, the label kept."""
+    (``raypipe infer-schema``): each column's type and nullability, the roles (label,
+    weight, id) kept; exactly the schema a run with empty ``data.schema.columns`` uses."""
     cfg, _ = _load(config, profile, overrides)
     _connect(cfg, address)
-    inferred = infer_source_schema(cfg.data.source, sample_rows=sample_rows)
-    section: dict[str, Any] = {}
-    if cfg.data.schema_.label:
-        section["label"] = cfg.data.schema_.label
-    section["columns"] = {name: dict(col) for name, col in inferred["columns"].items()}
-    return section
+    return infer_schema_section(cfg, sample_rows=sample_rows)
 
 
 def open_registry(config: Config, *, profile: str | None = None, overrides: Sequence[str] = ()) -> ModelRegistry:

@@ -158,7 +158,7 @@ def run(config: str, until: str | None, address, profile, overrides, as_json, lo
 @cli.command("infer-schema")
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Write the schema YAML here (default: stdout).")
-@click.option("--sample-rows", default=100_000, show_default=True, help="Rows read to infer types and ranges.")
+@click.option("--sample-rows", default=100_000, show_default=True, help="Rows read to infer types and nullability (a run with empty schema.columns reads as many).")
 @_common
 def infer_schema(config: str, output: str | None, sample_rows: int, address, profile, overrides, as_json, log_level) -> None:
     """Infer a `data.schema` section from CONFIG's source and print it as YAML."""
@@ -312,17 +312,22 @@ def _serve_until_stopped(cfg, name: str) -> None:
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--input", "input_uri", required=True, help="Rows to predict: a CSV, Parquet or JSON Lines file, folder or glob (local or URI).")
-@click.option("--output", "output_uri", required=True, help="Where to write predictions: a path ending in .csv, .parquet or .jsonl (written as a folder of files).")
+@click.option("--output", "output_uri", required=True, help="Where to write predictions: a path ending in .csv, .parquet or .jsonl is one file; a path without extension is a folder of part files.")
 @click.option("--model", "model_ref", default=None, metavar="NAME@REF", help="Model to use (default: serve.model, the champion).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output and its quarantine (together, atomically). Without it an existing output is an error.")
+@click.option("--folder", is_flag=True, help="Write a folder of part files even when --output ends in .csv, .parquet or .jsonl.")
+@click.option("--format", "output_format", type=click.Choice(["csv", "parquet", "jsonl"]), default=None, help="Format of a folder output without extension (default: parquet).")
 @_common
-def predict(config: str, input_uri: str, output_uri: str, model_ref: str | None, address, profile, overrides, as_json, log_level) -> None:
+def predict(config: str, input_uri: str, output_uri: str, model_ref: str | None, overwrite: bool, folder: bool, output_format: str | None,
+            address, profile, overrides, as_json, log_level) -> None:
     """Batch inference with Ray Data: the same model bundle as the HTTP endpoint."""
     _make_ctx(address, profile, overrides, as_json, log_level)
     try:
         from raypipe import api
 
         with _stdout_to_stderr(as_json):
-            result = api.predict(config, input_uri, output_uri, model=model_ref, address=address, profile=profile, overrides=overrides)
+            result = api.predict(config, input_uri, output_uri, model=model_ref, address=address, profile=profile, overrides=overrides,
+                                     overwrite=overwrite, folder=folder, output_format=output_format)
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     if as_json:

@@ -31,6 +31,12 @@ class TrainingConfig(ConfigModel):
     report_every: int = Field(10, ge=1, description="Report metrics (the training rows scored too) every N boosting rounds.")
     checkpoint_every: int = Field(50, ge=1, description="Checkpoint every K rounds (and at the end).")
     max_failures: int = Field(1, ge=0, description="Worker failures tolerated; training resumes from the last checkpoint.")
+    placement_strategy: Literal["SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK"] = Field(
+        "SPREAD",
+        description="How a Ray Train worker group (2 or more workers) is placed on the nodes: SPREAD puts the "
+        "workers on different nodes where it can (each node's CPUs and memory bandwidth work), PACK fills one "
+        "node first; STRICT_* fail instead of falling back.",
+    )
 
 
 class ModelConfig(ConfigModel):

@@ -33,12 +33,12 @@ from raypipe.data.provenance import source_name
 from raypipe.data.ray_split import SplitResult, split_dataset
 from raypipe.data.sources import read_source
 from raypipe.data.task_errors import unwrap_task_errors
-from raypipe.data.validate import BatchValidator, infer_schema, quarantine_schema, schema_from_inferred
+from raypipe.data.validate import INFER_SAMPLE_ROWS, BatchValidator, infer_schema, inferred_schema, quarantine_schema, schema_section
 from raypipe.data.watermark import Watermark, watermark_session
 from raypipe.errors import DataError, NothingToIngest, StageError, ValidationError
 from raypipe.runtime.storage import absolute_uri, resolve
 
-__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "QUARANTINE_RECORD"]
+__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "infer_schema_section", "QUARANTINE_RECORD"]
 
 #: Column of the validation stream that carries a quarantine record as JSON (null on valid rows).
 QUARANTINE_RECORD = "__rp_q"
@@ -165,8 +165,9 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = Non
             raw = read_source(data.source)
         schema, missing = data.schema_, "error"
         if not schema.columns:
-            # Types come from the first rows; files lacking a column read it as missing.
-            schema = schema_from_inferred(infer_schema(_sample(raw, 10_000)), extra_columns="keep")
+            # The schema `raypipe infer-schema` prints (same rows, types, nullability,
+            # roles); files lacking a column read it as missing.
+            schema = inferred_schema(infer_schema(_sample(raw, INFER_SAMPLE_ROWS)), data.schema_)
             missing = "null"
         stream = raw.map_batches(
             _Validate(schema, name, missing), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
@@ -233,7 +234,7 @@ def split(cfg: PipelineConfig, ds: ray.data.Dataset, keep_provenance: bool = Fal
         return split_dataset(ds, cfg.data.split, key_columns=keys, keep_provenance=keep_provenance)
 
 
-def infer_source_schema(source: Any, sample_rows: int = 10_000, max_categories: int = 20) -> dict:
+def infer_source_schema(source: Any, sample_rows: int = INFER_SAMPLE_ROWS, max_categories: int = 20) -> dict:
     """Infer ``data.schema.columns`` from the first ``sample_rows`` rows of a source.
 
     For ``raypipe infer-schema``; see :func:`raypipe.data.validate.infer_schema` for
@@ -242,4 +243,11 @@ def infer_source_schema(source: Any, sample_rows: int = 10_000, max_categories: 
     with unwrap_task_errors("infer-schema"):
         table = _sample(read_source(source), sample_rows)
     return infer_schema(table, max_categories=max_categories)
+
+
+def infer_schema_section(cfg: PipelineConfig, sample_rows: int = INFER_SAMPLE_ROWS) -> dict:
+    """The ``data.schema`` section ``raypipe infer-schema`` prints: the schema a run of
+    ``cfg`` with empty ``data.schema.columns`` validates against (same sample size, types,
+    nullability; the roles ``label``/``weight``/``id`` of ``cfg``)."""
+    return schema_section(inferred_schema(infer_source_schema(cfg.data.source, sample_rows), cfg.data.schema_))
 

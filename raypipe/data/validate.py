@@ -57,8 +57,14 @@ __all__ = [
     "quarantine_schema",
     "infer_schema",
     "schema_from_inferred",
+    "inferred_schema",
+    "schema_section",
+    "INFER_SAMPLE_ROWS",
 ]
 
+#: Rows read to infer a schema: by ``raypipe infer-schema`` and by a run with no declared
+#: columns alike, so both infer the same types and nullability from the same rows.
+INFER_SAMPLE_ROWS = 100_000
 #: Every rule name a quarantine record can carry, in checking order.
 RULES = ("ragged_line", "no_match", "parse", "type", "not_null", "min", "max", "allowed", "regex")
 #: Arrow type of each declared column type in the valid rows.
@@ -615,8 +621,45 @@ def infer_schema(table: pa.Table, max_categories: int = 20) -> dict:
 
 
 def schema_from_inferred(inferred: dict, extra_columns: str = "keep") -> SchemaConfig:
-    """A permissive :class:`SchemaConfig` from :func:`infer_schema`: inferred types, all nullable."""
+    """A permissive :class:`SchemaConfig` from :func:`infer_schema`: inferred types, all nullable.
+
+    For one batch seen alone (:class:`BatchValidator` without columns); a run infers
+    with :func:`inferred_schema`, which keeps the inferred nullability and the roles.
+    """
     return SchemaConfig(
         columns={name: ColumnSpec(type=c["type"], nullable=True) for name, c in inferred["columns"].items()},
         extra_columns=extra_columns,
     )
+
+
+def inferred_schema(inferred: dict, declared: SchemaConfig, extra_columns: str = "keep") -> SchemaConfig:
+    """THE schema inferred for a source: what ``raypipe infer-schema`` prints and what a run
+    with an empty ``data.schema.columns`` validates against (and its bundle enforces).
+
+    Each column's type and nullability are :func:`infer_schema`'s (a column without a null
+    in the sample is not nullable, so a later row missing it is quarantined); the roles
+    (``label``, ``weight``, ``id``) come from ``declared``.
+
+    Raises:
+        SchemaError: a role names a column the sample does not have.
+    """
+    columns = {name: ColumnSpec(type=c["type"], nullable=c["nullable"]) for name, c in inferred["columns"].items()}
+    for role in ("label", "weight", "id"):
+        name = getattr(declared, role)
+        if name and name not in columns:
+            raise SchemaError(
+                f"data.schema.{role}: column '{name}' is not in the source (columns: {', '.join(columns)})."
+                f"{did_you_mean(name, list(columns))} Hint: fix data.schema.{role} or data.source."
+            )
+    return SchemaConfig(label=declared.label, weight=declared.weight, id=declared.id, columns=columns, extra_columns=extra_columns)
+
+
+def schema_section(schema: SchemaConfig) -> dict:
+    """``schema`` as a ``data.schema`` YAML section: the roles that are set, then each
+    column's ``type`` and ``nullable`` (and any rule it declares)."""
+    section: dict[str, Any] = {role: getattr(schema, role) for role in ("label", "weight", "id") if getattr(schema, role)}
+    section["columns"] = {
+        name: {"type": spec.type, "nullable": spec.nullable, **spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True)}
+        for name, spec in schema.columns.items()
+    }
+    return section

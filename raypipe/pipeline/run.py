@@ -29,6 +29,7 @@ from typing import Any
 from raypipe.bundle import ModelBundle
 from raypipe.config import PipelineConfig, check_config, load_config
 from raypipe.data.ingest import ingest, split
+from raypipe.data.validate import schema_section
 from raypipe.errors import ConfigError, Interrupted, NothingToIngest, RaypipeError, StageError
 from raypipe.evaluate import best_threshold, pr_curve_points, roc_curve_points
 from raypipe.evaluate.gates import check_gates
@@ -166,6 +167,9 @@ class Pipeline:
             body["config_path"] = self.config_path
             body["config"] = self.config.model_dump(mode="json", by_alias=True)
             body["evaluation"] = state.evaluation
+            if state.schema is not None:
+                # The schema the rows were validated against (and the bundle enforces): inferred when no column is declared.
+                body["schema"] = {"inferred": not self.config.data.schema_.columns, **schema_section(state.schema)}
             if error is not None:
                 body["error"] = {"type": type(error).__name__, "message": str(error)}
             Path(result.report).write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
@@ -326,6 +330,7 @@ def _train(cfg: PipelineConfig, state: _RunState) -> None:
     state.evaluation["history"] = state.training.history
     state.evaluation["best_iteration"] = state.training.best_iteration
     state.evaluation["num_workers"] = state.training.num_workers
+    state.evaluation["worker_rows"] = list(state.training.worker_rows)  # each shard's rows: none empty
 
 
 def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:

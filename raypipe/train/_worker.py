@@ -420,6 +420,18 @@ def train_loop_per_worker(config: dict[str, LoopConfig]) -> dict | None:
     return train_loop(config[LOOP_CONFIG_KEY], TrainSession())
 
 
+def _worker_nodes(world: int, rank: int) -> list[str | None]:
+    """The Ray node id of every worker, in rank order (one broadcast per worker: a few
+    bytes each), so the run report shows where the shards were trained."""
+    try:
+        mine = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside a Ray worker (unit tests): no node to name
+        mine = None
+    if world <= 1 or not xgb.collective.is_distributed():
+        return [mine]
+    return [xgb.collective.broadcast(mine if rank == r else None, r) for r in range(world)]
+
+
 def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
     """Train on ``session``'s shards; rank 0 returns the result, other ranks ``None``."""
     timings: dict[str, float] = {}
@@ -500,9 +512,13 @@ def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
     final_metrics = callback.final_metrics
     if final_metrics is None:  # resumed from the final checkpoint
         final_metrics = _parse_eval(booster.eval_set(train_eval + evals))
-    rows = xgb.collective.allreduce(
-        np.array([train_rows, valid_rows], dtype=np.float64), xgb.collective.Op.SUM
-    )
+    # Each worker fills its own slot: the sum is every worker's (train, valid) rows, in rank order.
+    world = max(xgb.collective.get_world_size(), 1)
+    slots = np.zeros((world, 2), dtype=np.float64)
+    slots[min(session.rank, world - 1)] = (train_rows, valid_rows)
+    per_worker = xgb.collective.allreduce(slots.ravel(), xgb.collective.Op.SUM).reshape(world, 2)
+    rows = per_worker.sum(axis=0)
+    nodes = _worker_nodes(world, session.rank)
     if session.rank != 0:
         return None
     best_attr = booster.attr("best_iteration")
@@ -511,6 +527,7 @@ def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
         "best_iteration": int(best_attr) if best_attr is not None else booster.num_boosted_rounds() - 1,
         "metrics": final_metrics,
         "rows": {"train": int(rows[0]), "valid": int(rows[1])},
+        "worker_rows": [{"train": int(t), "valid": int(v), "node": node} for (t, v), node in zip(per_worker, nodes)],
         "resumed_from_rounds": state["rounds_done"] if checkpoint is not None else None,
         "params": params,
         "timings": timings,

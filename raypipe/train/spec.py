@@ -85,6 +85,8 @@ class TrainSpec:
             those rounds are reported too.
         max_failures: Worker-group (or task) restarts allowed; each resumes
             from the latest checkpoint.
+        placement_strategy: Placement of a Ray Train worker group's bundles
+            (``SPREAD``: one worker per node where the nodes allow).
         weight: Optional sample-weight column.
         num_class: Classes for ``multiclass``; ``None`` counts ``max(label)+1``.
         seed: XGBoost seed (and the Tune searcher's); default: the config's
@@ -110,6 +112,7 @@ class TrainSpec:
     report_every: int = _config_default(TrainingConfig, "report_every")
     checkpoint_every: int = _config_default(TrainingConfig, "checkpoint_every")
     max_failures: int = _config_default(TrainingConfig, "max_failures")
+    placement_strategy: str = _config_default(TrainingConfig, "placement_strategy")
     weight: str | None = None
     num_class: int | None = None
     seed: int = _config_default(SplitConfig, "seed")
@@ -158,6 +161,7 @@ class TrainSpec:
             report_every=training.report_every,
             checkpoint_every=training.checkpoint_every,
             max_failures=training.max_failures,
+            placement_strategy=training.placement_strategy,
             weight=schema.weight,
             num_class=num_class,
             seed=cfg.model_seed,
@@ -183,6 +187,9 @@ class TrainResult:
             ``{"train-logloss": ..., "valid-auc": ...}``.
         rows: Rows the workers trained/validated on, ``{"train": n, "valid": m}``
             (every row: shards may differ in length, see ``_AllRowsDataConfig``).
+        worker_rows: Each worker's shard, in rank order: ``[{"train": n0, "valid": m0,
+            "node": ray_node_id}, ...]`` (split by rows: no worker is empty while there
+            are as many rows as workers, and two shards differ by at most one row).
         resumed_from_round: Boosted rounds restored from a checkpoint after a
             worker failure (``None`` when the run never restarted from one).
         params: The XGBoost parameters trained with (after ``num_class`` and
@@ -201,6 +208,7 @@ class TrainResult:
     duration_s: float
     metrics: dict = field(default_factory=dict)
     rows: dict = field(default_factory=dict)
+    worker_rows: list = field(default_factory=list)
     resumed_from_round: int | None = None
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)

@@ -54,9 +54,9 @@ class _AllRowsDataConfig(DataConfig):
             if ds.name is None:
                 ds.set_name(name)
             if isinstance(ds, MaterializedDataset):
-                # Already in the object store: hand each worker its blocks, without
+                # Already in the object store: hand each worker a slice of it, without
                 # the coordinator actor (a process start) a streaming split needs.
-                for i, split in enumerate(ds.split(world_size, equal=False)):
+                for i, split in enumerate(split_by_rows(ds, world_size)):
                     output[i][name] = split.iterator()
                 continue
             ds = ds.copy(ds)
@@ -64,6 +64,20 @@ class _AllRowsDataConfig(DataConfig):
             for i, split in enumerate(ds.streaming_split(world_size, equal=False)):
                 output[i][name] = split
         return output
+
+
+def split_by_rows(ds: MaterializedDataset, n: int) -> list[MaterializedDataset]:
+    """``ds`` cut into ``n`` consecutive slices whose row counts differ by at most one.
+
+    Splitting by blocks (``ds.split(n, equal=False)``) hands whole blocks out, so a small
+    dataset of one or two blocks left a worker with an empty shard ("Empty dataset at
+    worker"); cutting at row indices never does while ``ds`` has ``n`` rows or more,
+    keeps the row order (same shards, same model bytes) and drops no row.
+    """
+    rows = ds.count()
+    if n <= 1:
+        return [ds]
+    return ds.split_at_indices([rows * i // n for i in range(1, n)])
 
 
 def train_xgboost(
@@ -162,6 +176,7 @@ def _run(
             num_workers=plan.num_workers,
             use_gpu=plan.use_gpu,
             resources_per_worker=plan.resources_per_worker(),
+            placement_strategy=spec.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,
@@ -231,6 +246,7 @@ def train_result(out: dict[str, Any], booster: xgb.Booster | None, plan: WorkerP
         duration_s=duration,
         metrics=out["metrics"],
         rows=out["rows"],
+        worker_rows=out.get("worker_rows", [dict(out["rows"])]),
         resumed_from_round=out["resumed_from_rounds"],
         params=out["params"],
         timings=out["timings"],

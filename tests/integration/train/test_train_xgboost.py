@@ -244,6 +244,9 @@ def test_binary_learns_and_metrics_match_sklearn(binary):
     spec, valid_cols, result, _ = binary
     assert result.num_workers == 2
     assert result.rows == {"train": 6000, "valid": 2000}
+    # Split by rows: each worker's shard in the result, none empty, balanced.
+    assert _rows_only(result.worker_rows) == [{"train": 3000, "valid": 1000}, {"train": 3000, "valid": 1000}]
+    assert all(w["node"] == ray.get_runtime_context().get_node_id() for w in result.worker_rows)  # one node here
     proba = result.booster.predict(_matrix(valid_cols))
     assert roc_auc_score(valid_cols["y"], proba) > 0.85
     # valid-logloss is all-reduced across the two shards: the exact full-set value.
@@ -391,3 +394,27 @@ def test_one_worker_task_data_error_is_raised_as_is(ray_cluster, storage):
                  params={"scale_pos_weight": "auto"})
     with pytest.raises(DataError, match=r"scale_pos_weight: 'auto' needs both classes .* got 0 positive of 500"):
         train_xgboost(spec, _dataset(cols), None, "one-class")
+
+
+def test_split_by_rows_cuts_at_rows_not_blocks(ray_cluster):
+    from raypipe.train.xgboost_trainer import split_by_rows
+
+    # Blocks of 5, 1 and 1 rows: a block-wise split gave one worker 5 rows and the other 2.
+    ds = ray.data.from_arrow([pa.table({"a": list(range(5))}), pa.table({"a": [5]}), pa.table({"a": [6]})])
+    parts = split_by_rows(ds, 2)
+    assert [p.take_all() for p in parts] == [[{"a": 0}, {"a": 1}, {"a": 2}], [{"a": i} for i in range(3, 7)]]
+    one_block = ray.data.from_arrow(pa.table({"a": list(range(10))}))
+    assert [p.count() for p in split_by_rows(one_block, 3)] == [3, 3, 4]
+
+
+def test_one_block_dataset_gives_every_worker_rows(ray_cluster, storage):
+    """One block used to go whole to one worker ("Empty dataset at worker: 1")."""
+    train_cols, valid_cols = _frame("binary_classification", 501, 5), _frame("binary_classification", 99, 6)
+    spec = _spec("binary_classification", storage, num_boost_round=5, early_stopping_rounds=None)
+    result = train_xgboost(spec, _dataset(train_cols, blocks=1), _dataset(valid_cols, blocks=1), "one-block")
+    assert _rows_only(result.worker_rows) == [{"train": 250, "valid": 49}, {"train": 251, "valid": 50}]
+    assert result.rows == {"train": 501, "valid": 99}
+
+
+def _rows_only(worker_rows: list[dict]) -> list[dict]:
+    return [{"train": w["train"], "valid": w["valid"]} for w in worker_rows]

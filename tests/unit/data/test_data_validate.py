@@ -17,7 +17,9 @@ from raypipe.data.validate import (
     QUARANTINE_COLUMNS,
     BatchValidator,
     infer_schema,
+    inferred_schema,
     schema_from_inferred,
+    schema_section,
     validate_batch,
 )
 from raypipe.errors import SchemaError
@@ -314,3 +316,26 @@ def test_missing_columns_null_policy_for_inferred_schemas():
     v = BatchValidator(schema(a={"type": "int", "nullable": True}, x={"type": "string", "nullable": True}), "s", "null")
     valid, q = v(pa.table({"a": ["1"]}))
     assert valid.to_pylist() == [{"a": 1, "x": None}] and q.num_rows == 0
+
+
+def test_inferred_schema_keeps_nullability_and_roles():
+    t = pa.table({"rid": ["a", "b", "c"], "x": ["1", None, "3"], "y": ["p", "q", "p"]})
+    declared = SchemaConfig(label="y", id="rid")
+    schema = inferred_schema(infer_schema(t), declared)
+    assert (schema.label, schema.id, schema.weight) == ("y", "rid", None)
+    assert {n: (c.type, c.nullable) for n, c in schema.columns.items()} == {
+        "rid": ("string", False), "x": ("int", True), "y": ("category", False),
+    }
+    assert schema_section(schema) == {
+        "label": "y", "id": "rid",
+        "columns": {"rid": {"type": "string", "nullable": False}, "x": {"type": "int", "nullable": True},
+                    "y": {"type": "category", "nullable": False}},
+    }
+    # A row missing a value the sample never missed is quarantined, not predicted.
+    valid, bad = BatchValidator(schema, "s")(pa.table({"rid": ["d"], "x": ["4"], "y": [None]}))
+    assert valid.num_rows == 0 and bad.column("__rp_rule").to_pylist() == ["not_null"]
+
+
+def test_inferred_schema_names_a_role_missing_from_the_source():
+    with pytest.raises(SchemaError, match=r"data.schema.id: column 'row' is not in the source .*Did you mean 'rowid'"):
+        inferred_schema(infer_schema(pa.table({"rowid": ["1"], "y": ["a"]})), SchemaConfig(label="y", id="row"))
