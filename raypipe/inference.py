@@ -172,7 +172,8 @@ def batch_predict(cfg: Any, input_uri: str, output_uri: str, model: str | None =
         "validation": ValidationConfig(max_invalid_fraction=1.0),
     })
     run_cfg = cfg.model_copy(update={"data": data})
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
+    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
+            dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
     quarantine_uri = output_uri.rstrip("/") + ".quarantine"
     result = ingest(run_cfg, quarantine_uri=quarantine_uri, state_uri=quarantine_uri + "-state")
     keep = ([id_column] if id_column else []) + [prov.FILE, prov.LINE]

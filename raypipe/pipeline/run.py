@@ -46,6 +46,9 @@ from raypipe.train import TrainSpec, cross_validate, train_xgboost, tune_xgboost
 
 log = logging.getLogger(__name__)
 
+#: The row count a stage's progress line shows (rows/s on long stages).
+_STAGE_ROWS = {"ingest": "ingested", "split": "valid", "transform": "train", "train": "train", "evaluate": "test"}
+
 __all__ = ["Pipeline"]
 
 
@@ -104,17 +107,23 @@ class Pipeline:
             ("evaluate", _evaluate),
             ("register", _register),
         ]
-        connect(self.address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
+        connect(self.address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
+            dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
         status, error = "succeeded", None
+        planned = len(stages) if until is None else [n for n, _ in stages].index(until) + 1
         try:
             for name, stage in stages:
                 started = time.perf_counter()
-                log.info("stage %s: start", name)
+                log.info("stage %s: start", name, extra={"raypipe_stage": name, "event": "start", "stages": planned})
                 try:
                     stage(cfg, state)
                 finally:
                     state.durations[name] = round(time.perf_counter() - started, 3)
                 state.stages_run.append(name)
+                # The terminal's progress line (raypipe.console renders these records).
+                log.info("stage %s: done in %.1f s", name, state.durations[name], extra={
+                    "raypipe_stage": name, "event": "done", "stages": planned, "seconds": state.durations[name],
+                    "rows": state.rows.get(_STAGE_ROWS.get(name, ""))})
                 if name == until:
                     break
             if len(state.stages_run) == len(stages):
