@@ -333,6 +333,13 @@ def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:
     if task == "binary_classification" and len(set(scored["y"].tolist())) == 2:
         state.evaluation["roc_curve"] = roc_curve_points(scored["y"], scored["scores"])
         state.evaluation["pr_curve"] = pr_curve_points(scored["y"], scored["scores"])
+        # The PR curve's baseline: a model without skill has precision = the positive rate.
+        state.evaluation["pr_curve"]["positive_rate"] = float(scored["y"].mean())
+    if task == "regression" and len(scored["y"]):
+        # Predicted vs actual and residual plots of the report: at most 2,000 evenly spaced test rows.
+        step = max(1, len(scored["y"]) // 2000)
+        state.evaluation["regression_sample"] = {"actual": scored["y"][::step].astype(float).tolist(),
+                                                 "predicted": scored["scores"][::step].astype(float).tolist()}
     if task != "regression":
         state.evaluation["classes"] = [str(c) for c in fp.label_encoder.classes]
     gain = state.training.booster.get_score(importance_type="gain")
