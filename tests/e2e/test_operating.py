@@ -136,15 +136,22 @@ def test_every_spec_metric_reaches_prometheus_with_the_traffic_values(served):
     r = session.post(url + "/feedback", json={"items": [{"prediction_id": p, "label": y} for p, y in ids]}, timeout=60)
     assert r.status_code == 200 and r.json() == {"accepted": 300}
 
+    last = [""]
+
     def scraped():
-        s = _samples(requests.get(metrics_url, timeout=10).text)
+        text = requests.get(metrics_url, timeout=10).text
+        last[0] = "\n".join(ln for ln in text.splitlines() if "raypipe" in ln and not ln.startswith("#"))
+        s = _samples(text)
         ready = (_value(s, "ray_raypipe_requests_total", status="200") == 30
                  and _value(s, "ray_raypipe_predictions_logged_total") == 300
                  and _value(s, "ray_raypipe_live_metric", metric="rmse") is not None
                  and _value(s, "ray_raypipe_feature_drift", feature="temp") is not None)
         return s if ready else None
 
-    s = _wait(scraped, 240, "the raypipe metrics in Ray's export")
+    try:
+        s = _wait(scraped, 240, "the raypipe metrics in Ray's export")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; raypipe lines of the last scrape:\n{last[0] or '(none)'}") from None
     model = {"model": "bike-demand"}
     assert _value(s, "ray_raypipe_requests_total", status="200", version="1", **model) == 30
     assert _value(s, "ray_raypipe_requests_total", status="422", **model) == 2
