@@ -18,29 +18,64 @@ from typing import Any
 
 import click
 
+from raypipe.console import Console
 from raypipe.errors import RaypipeError
 
 log = logging.getLogger("raypipe")
 
 
+#: The terminal of the running command (see :mod:`raypipe.console`).
+_console: Console | None = None
+
+
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Start this command's :class:`~raypipe.console.Console`: raypipe's lines on the
+    terminal, Ray's in a log file unless ``--log-level debug``; undone when the command ends."""
+    global _console
+    if _console is not None:
+        _console.close()
+    click_ctx = click.get_current_context(silent=True)
+    name = click_ctx.command_path.replace("raypipe", "", 1).strip().replace(" ", "-") if click_ctx else "raypipe"
+    # Descriptor redirection needs the real stderr (not a test runner's buffer).
+    try:
+        real = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        real = False
+    _console = Console(name or "raypipe", verbose=level.upper() == "DEBUG" or not real, level=level)
+    _console.start()
+    if click_ctx is not None:
+        click_ctx.call_on_close(_close_console)
+
+
+def _close_console() -> None:
+    global _console
+    if _console is not None:
+        _console.close()
+        _console = None
+
+
+def _err() -> Any:
+    """Where raypipe's own stderr lines go: the terminal, even while Ray's go to the log file."""
+    return _console.out if _console is not None else sys.stderr
 
 
 @contextlib.contextmanager
 def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
-    """Send everything written to fd 1 to stderr while the pipeline runs.
+    """Send everything written to fd 1 to stderr (or the log file) while Ray works.
 
-    Ray forwards worker output to the driver's stdout; with ``--json`` stdout must
-    hold the JSON object alone, so the descriptor itself is redirected.
+    Ray forwards worker output to the driver's stdout; with ``--json`` stdout must hold
+    the JSON object alone, and by default Ray's lines belong in the log file, so the
+    descriptor itself is redirected.
     """
-    if not enabled:
+    if not enabled and (_console is None or _console.verbose):
         yield
         return
+    with (_console.ray_output() if _console is not None else _fd1_to_fd2()):
+        yield
+
+
+@contextlib.contextmanager
+def _fd1_to_fd2() -> Iterator[None]:
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
@@ -62,10 +97,10 @@ def _fail(exc: BaseException, as_json: bool, log_level: str) -> None:
     else:
         code, kind, message = 1, type(exc).__name__, f"{type(exc).__name__}: {exc}"
     if log_level.upper() == "DEBUG" or not isinstance(exc, RaypipeError):
-        traceback.print_exception(exc, file=sys.stderr)
+        traceback.print_exception(exc, file=_err())
     if as_json:
         click.echo(json.dumps({"status": "failed", "error": {"type": kind, "message": message}}))
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {message}", file=_err())
     sys.exit(code)
 
 
@@ -98,6 +133,24 @@ def _common(fn):
     return fn
 
 
+def _dashboard_option(fn):
+    """``--dashboard/--no-dashboard``: the Ray dashboard of a local Ray (``cluster.dashboard``)."""
+    return click.option("--dashboard/--no-dashboard", default=None,
+                        help="Start the Ray dashboard with the local Ray (default: cluster.dashboard, on).")(fn)
+
+
+def _with_dashboard(overrides: tuple[str, ...], dashboard: bool | None) -> list[str]:
+    return list(overrides) + ([] if dashboard is None else [f"cluster.dashboard={str(dashboard).lower()}"])
+
+
+def _print_endpoints() -> None:
+    """Where the dashboard and the metrics of the Ray just used are, on stderr."""
+    from raypipe.runtime.cluster import endpoints
+
+    for line in endpoints().lines():
+        click.echo(line, file=_err())
+
+
 def _make_ctx(address, profile, overrides, as_json, log_level) -> _Ctx:
     _setup_logging(log_level)
     return _Ctx(address, profile, overrides, as_json, log_level)
@@ -126,7 +179,7 @@ def validate(config: str, address, profile, overrides, as_json, log_level) -> No
         click.echo(json.dumps({"status": "ok", "config": config, "name": cfg.name, "warnings": warnings}))
         return
     for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
+        click.echo(f"warning: {warning}", file=_err())
     click.echo(f"{config}: ok ({cfg.name}: {cfg.data.source.type} source, {len(cfg.features)} feature steps, task {cfg.model.task})")
 
 
@@ -138,21 +191,24 @@ def validate(config: str, address, profile, overrides, as_json, log_level) -> No
     default=None,
     help="Stop after this stage (default: run every stage).",
 )
+@_dashboard_option
 @_common
-def run(config: str, until: str | None, address, profile, overrides, as_json, log_level) -> None:
+def run(config: str, until: str | None, dashboard: bool, address, profile, overrides, as_json, log_level) -> None:
     """Run the batch pipeline of CONFIG and print a summary."""
     _make_ctx(address, profile, overrides, as_json, log_level)
     try:
         from raypipe import api
 
         with _stdout_to_stderr(as_json):
-            result = api.run(config, until=until, address=address, profile=profile, overrides=overrides)
+            result = api.run(config, until=until, address=address, profile=profile,
+                             overrides=_with_dashboard(overrides, dashboard))
     except Exception as exc:  # noqa: BLE001 - rendered for the user (Interrupted: exit 130)
         _fail(exc, as_json, log_level)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(result.summary())
+    _print_endpoints()
 
 
 @cli.command("infer-schema")
@@ -176,7 +232,7 @@ def infer_schema(config: str, output: str | None, sample_rows: int, address, pro
     if output:
         with open(output, "w", encoding="utf-8") as fh:
             fh.write(text)
-        click.echo(f"wrote {output}", err=True)
+        click.echo(f"wrote {output}", file=_err())
     elif as_json:
         click.echo(json.dumps({"schema": schema}))
     else:
@@ -201,10 +257,10 @@ def ingest_stream(config: str, max_messages, duration_s, only, address, profile,
     def on_event(kind: str, sub: str, detail: dict) -> None:
         if kind == "landed":
             dups = f" ({detail['duplicates']} redelivered, dropped)" if detail["duplicates"] else ""
-            click.echo(f"{sub}: landed {detail['rows']} messages -> {detail['path']}{dups}", err=as_json)
+            click.echo(f"{sub}: landed {detail['rows']} messages -> {detail['path']}{dups}", file=_err())
         else:
             error = f": {detail['error']}" if detail.get("error") else ""
-            click.echo(f"{sub}: {detail.get('state')}{error}", err=True)
+            click.echo(f"{sub}: {detail.get('state')}{error}", file=_err())
 
     try:
         from raypipe import api
@@ -229,14 +285,16 @@ def ingest_stream(config: str, max_messages, duration_s, only, address, profile,
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--model", "model_ref", default=None, metavar="NAME@REF", help="Model to serve: NAME@ALIAS (followed live) or NAME@VERSION (default: serve.model, the champion).")
 @click.option("--export-config", "export", type=click.Path(dir_okay=False), default=None, help="Write a Serve config for `serve deploy` to this file instead of deploying.")
+@_dashboard_option
 @_common
-def serve(config: str, model_ref: str | None, export: str | None, address, profile, overrides, as_json, log_level) -> None:
+def serve(config: str, model_ref: str | None, export: str | None, dashboard: bool | None, address, profile, overrides, as_json,
+          log_level) -> None:
     """Deploy the model of CONFIG as an autoscaling HTTP endpoint on Ray Serve.
 
     On a local Ray this blocks until Ctrl-C; on a remote cluster (--address,
     cluster.address or RAY_ADDRESS) it returns once the endpoint answers.
     """
-    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    ctx = _make_ctx(address, profile, _with_dashboard(overrides, dashboard), as_json, log_level)
     try:
         cfg = ctx.load(config)
         if export:
@@ -267,11 +325,12 @@ def serve(config: str, model_ref: str | None, export: str | None, address, profi
             f"     curl -s{auth} -H 'Content-Type: application/json' -d '{{\"instances\": [{{...}}]}}' {info['url']}/predict\n"
             f"API docs: {info['url']}/docs"
         )
+    _print_endpoints()
     sys.stdout.flush()
     if remote:
         return
     if not as_json:
-        click.echo("press Ctrl-C to stop", err=True)
+        click.echo("press Ctrl-C to stop", file=_err())
     _serve_until_stopped(cfg, info["model"]["name"])
 
 
@@ -462,7 +521,7 @@ def replay(config: str, input_path: str, url: str | None, api_key_env: str | Non
 
         cfg = ctx.load(config)
         key = api_key_from_env(api_key_env, cfg)
-        progress = None if as_json else (lambda line: click.echo(line, err=True))
+        progress = None if as_json else (lambda line: click.echo(line, file=_err()))
         if max_lag_rows is None:
             max_lag_rows = max(1, cfg.monitor.window_rows // 2)
         result = run_replay(cfg, input_path, url, api_key=key, batch_hours=batch_hours, wait_for_retrain=wait_for_retrain,
@@ -605,7 +664,7 @@ def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="raypipe", standalone_mode=True)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        click.echo("interrupted", file=_err())
         sys.exit(130)
 
 

@@ -121,11 +121,23 @@ def parse_config(raw: Any, where: str = "<config>", profile: str | None = None, 
         raw = _deep_merge(raw, overlay)
     raw = copy.deepcopy(raw)
     for override in overrides:
-        _apply_override(raw, override, where)
+        _apply_override(raw, override, "command line")
     try:
         return PipelineConfig.model_validate(raw)
     except PydanticValidationError as exc:
-        raise ConfigError(format_errors(exc, raw, where)) from None
+        raise ConfigError(_blame_overrides(format_errors(exc, raw, where), where, overrides)) from None
+
+
+def _blame_overrides(message: str, where: str, overrides: list[str] | tuple) -> str:
+    """Errors at a path a ``--set`` wrote name the command line, not the file."""
+    set_paths = {o.partition("=")[0]: o for o in overrides if "=" in o}
+    lines = []
+    for line in message.splitlines():
+        rest = line.removeprefix(f"{where}: ")
+        path = rest.partition(":")[0]
+        hit = next((o for p, o in set_paths.items() if path == p or path.startswith((p + ".", p + "["))), None)
+        lines.append(f"command line: --set {hit}: {rest}" if hit is not None else line)
+    return "\n".join(lines)
 
 
 def load_config(path: str | os.PathLike, profile: str | None = None, overrides: list[str] | tuple = ()) -> PipelineConfig:

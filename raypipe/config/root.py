@@ -30,6 +30,14 @@ class ClusterConfig(ConfigModel):
     num_cpus: int | None = Field(
         None, ge=1, description="CPUs of the local Ray started when address is null (default: all)."
     )
+    dashboard: bool = Field(
+        True, description="Start the Ray dashboard (on 127.0.0.1) with the local Ray; `--no-dashboard` turns it off."
+    )
+    metrics_export_port: int | None = Field(
+        8085, ge=1, le=65535,
+        description="Port of the local Ray's Prometheus metrics export, on 127.0.0.1 (a free one when taken; "
+                    "null: Ray picks one). Names are exported with Ray's `ray_` prefix: ray_raypipe_requests_total.",
+    )
 
 
 class OutputConfig(ConfigModel):

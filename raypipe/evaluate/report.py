@@ -11,7 +11,8 @@ from typing import Any
 
 __all__ = ["render_html"]
 
-_W, _H, _PAD = 360, 260, 36
+_W, _H, _PAD = 380, 260, 36
+_LEFT = 58  # room for y-axis labels such as 0.0588 or 12,345
 
 
 def _esc(value: Any) -> str:
@@ -19,6 +20,10 @@ def _esc(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "✔ yes" if value else "✘ no"
     if isinstance(value, float):
         return f"{value:.4f}"
     if isinstance(value, int) and not isinstance(value, bool):
@@ -26,28 +31,68 @@ def _fmt(value: Any) -> str:
     return _esc(value)
 
 
-def _line_chart(title: str, xs: list[float], ys: list[float], xlabel: str, ylabel: str, diagonal: bool = False) -> str:
+def _num(v: float) -> str:
+    """An axis label: short, never cut (``0.0588``, ``1.2e+04``)."""
+    return f"{v:.4g}"
+
+
+def _frame(title: str, x0: float, x1: float, y0: float, y1: float, xlabel: str, ylabel: str, inner: str) -> str:
+    return (
+        f'<figure><figcaption>{_esc(title)}</figcaption><svg width="{_W}" height="{_H}" role="img" aria-label="{_esc(title)}">'
+        f'<rect x="{_LEFT}" y="{_PAD}" width="{_W - _LEFT - _PAD}" height="{_H - 2 * _PAD}" fill="none" stroke="#999"/>{inner}'
+        f'<text x="{(_W + _LEFT - _PAD) / 2}" y="{_H - 6}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>'
+        f'<text x="12" y="{_H / 2}" font-size="11" transform="rotate(-90 12 {_H / 2})" text-anchor="middle">{_esc(ylabel)}</text>'
+        f'<text x="{_LEFT}" y="{_H - _PAD + 14}" font-size="10">{_num(x0)}</text><text x="{_W - _PAD}" y="{_H - _PAD + 14}" font-size="10" text-anchor="end">{_num(x1)}</text>'
+        f'<text x="{_LEFT - 4}" y="{_H - _PAD}" font-size="10" text-anchor="end">{_num(y0)}</text><text x="{_LEFT - 4}" y="{_PAD + 8}" font-size="10" text-anchor="end">{_num(y1)}</text>'
+        "</svg></figure>"
+    )
+
+
+def _scales(x0: float, x1: float, y0: float, y1: float):
+    sx = lambda x: _LEFT + (x - x0) / ((x1 - x0) or 1) * (_W - _LEFT - _PAD)  # noqa: E731
+    sy = lambda y: _H - _PAD - (y - y0) / ((y1 - y0) or 1) * (_H - 2 * _PAD)  # noqa: E731
+    return sx, sy
+
+
+def _line_chart(title: str, xs: list[float], ys: list[float], xlabel: str, ylabel: str, diagonal: bool = False,
+                baseline: float | None = None) -> str:
+    """A polyline; ``diagonal`` draws y = x on the unit square (ROC's no-skill line),
+    ``baseline`` a horizontal no-skill line at that y (PR: the positive rate)."""
     pts = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
     if not pts:
         return ""
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    if diagonal:
+    if diagonal or baseline is not None:
         x0, x1, y0, y1 = 0.0, 1.0, 0.0, 1.0
-    sx = lambda x: _PAD + (x - x0) / ((x1 - x0) or 1) * (_W - 2 * _PAD)  # noqa: E731
-    sy = lambda y: _H - _PAD - (y - y0) / ((y1 - y0) or 1) * (_H - 2 * _PAD)  # noqa: E731
+    sx, sy = _scales(x0, x1, y0, y1)
     path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-    diag = f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}" stroke="#bbb" stroke-dasharray="4"/>' if diagonal else ""
-    return (
-        f'<figure><figcaption>{_esc(title)}</figcaption><svg width="{_W}" height="{_H}" role="img" aria-label="{_esc(title)}">'
-        f'<rect x="{_PAD}" y="{_PAD}" width="{_W - 2 * _PAD}" height="{_H - 2 * _PAD}" fill="none" stroke="#999"/>{diag}'
-        f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>'
-        f'<text x="{_W / 2}" y="{_H - 6}" text-anchor="middle" font-size="11">{_esc(xlabel)}</text>'
-        f'<text x="10" y="{_H / 2}" font-size="11" transform="rotate(-90 10 {_H / 2})" text-anchor="middle">{_esc(ylabel)}</text>'
-        f'<text x="{_PAD}" y="{_H - _PAD + 14}" font-size="10">{x0:.3g}</text><text x="{_W - _PAD}" y="{_H - _PAD + 14}" font-size="10" text-anchor="end">{x1:.3g}</text>'
-        f'<text x="{_PAD - 4}" y="{_H - _PAD}" font-size="10" text-anchor="end">{y0:.3g}</text><text x="{_PAD - 4}" y="{_PAD + 8}" font-size="10" text-anchor="end">{y1:.3g}</text>'
-        "</svg></figure>"
-    )
+    extra = ""
+    if diagonal:
+        extra = f'<line x1="{sx(0):.1f}" y1="{sy(0):.1f}" x2="{sx(1):.1f}" y2="{sy(1):.1f}" stroke="#bbb" stroke-dasharray="4"/>'
+    if baseline is not None:
+        extra = (f'<line class="baseline" x1="{sx(0):.1f}" y1="{sy(baseline):.1f}" x2="{sx(1):.1f}" y2="{sy(baseline):.1f}" '
+                 f'stroke="#bbb" stroke-dasharray="4"/><text x="{sx(1) - 4:.1f}" y="{sy(baseline) - 4:.1f}" font-size="10" '
+                 f'text-anchor="end" fill="#888">no skill: {_num(baseline)}</text>')
+    inner = extra + f'<polyline points="{path}" fill="none" stroke="#1f77b4" stroke-width="2"/>'
+    return _frame(title, x0, x1, y0, y1, xlabel, ylabel, inner)
+
+
+def _scatter(title: str, xs: list[float], ys: list[float], xlabel: str, ylabel: str, line: str) -> str:
+    """Points, with ``line`` = "diagonal" (y = x: predicted vs actual) or "zero" (y = 0: residuals)."""
+    if not xs:
+        return ""
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    if line == "diagonal":
+        x0 = y0 = min(x0, y0)
+        x1 = y1 = max(x1, y1)
+    sx, sy = _scales(x0, x1, y0, y1)
+    ref = (f'<line x1="{sx(x0):.1f}" y1="{sy(x0):.1f}" x2="{sx(x1):.1f}" y2="{sy(x1):.1f}" stroke="#d62728" stroke-dasharray="4"/>'
+           if line == "diagonal" else
+           f'<line x1="{sx(x0):.1f}" y1="{sy(0):.1f}" x2="{sx(x1):.1f}" y2="{sy(0):.1f}" stroke="#d62728" stroke-dasharray="4"/>'
+           if y0 <= 0 <= y1 else "")
+    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="1.6" fill="#1f77b4" fill-opacity="0.45"/>' for x, y in zip(xs, ys))
+    return _frame(title, x0, x1, y0, y1, xlabel, ylabel, dots + ref)
 
 
 def _bar_chart(title: str, items: list[tuple[str, float]]) -> str:
@@ -96,7 +141,7 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<p class=err>{_esc(report['error'].get('message'))}</p>")
     model = report.get("model") or {}
     if model:
-        parts.append(f"<p>model <b>{_esc(model.get('name'))}</b> version <b>{_esc(model.get('version'))}</b>; promoted: <b>{_esc(report.get('promoted'))}</b></p>")
+        parts.append(f"<p>model <b>{_esc(model.get('name'))}</b> version <b>{_esc(model.get('version'))}</b>; promoted: <b>{_fmt(bool(report.get('promoted')))}</b></p>")
     parts.append("<h2>Rows</h2>" + _table([report.get("rows", {})]))
     by_rule = (report.get("quarantine") or {}).get("by_rule") or {}
     if by_rule:
@@ -116,7 +161,14 @@ def render_html(report: dict[str, Any]) -> str:
         plots.append(_line_chart(f"ROC curve (AUC {roc.get('auc', 0):.4f})", roc["fpr"], roc["tpr"], "false positive rate", "true positive rate", diagonal=True))
     pr = ev.get("pr_curve")
     if pr:
-        plots.append(_line_chart(f"Precision-recall (AP {pr.get('average_precision', 0):.4f})", pr["recall"], pr["precision"], "recall", "precision", diagonal=True))
+        plots.append(_line_chart(f"Precision-recall (AP {pr.get('average_precision', 0):.4f})", pr["recall"], pr["precision"], "recall",
+                                 "precision", baseline=pr.get("positive_rate")))
+    sample = ev.get("regression_sample") or {}
+    if sample.get("actual"):
+        actual, predicted = sample["actual"], sample["predicted"]
+        plots.append(_scatter("Predicted vs actual (test)", actual, predicted, "actual", "predicted", "diagonal"))
+        plots.append(_scatter("Residuals (test)", predicted, [a - p for a, p in zip(actual, predicted)], "predicted",
+                              "actual − predicted", "zero"))
     history = ev.get("history") or {}
     rounds = history.get("round") or []
     for key, values in history.items():

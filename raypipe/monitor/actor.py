@@ -115,9 +115,27 @@ class Monitor:
         while not self._stopped.is_set():
             try:
                 self.poll()
+                self._republish()
             except Exception:
                 log.exception("monitor %s: poll failed", self.name)
             self._stopped.wait(self.cfg.monitor.poll_s)
+
+    def _republish(self) -> None:
+        """Set the last window's gauges again: Ray's export drops a gauge that was not
+        recorded for a while, and "drift now" must stay scrapeable between windows."""
+        with self._lock:
+            last = self.reports[-1] if self.reports else None
+            alerting = self.consecutive >= self.cfg.monitor.drift.consecutive_windows
+        if last is None:
+            return
+        for feature, drift in (last.get("features") or {}).items():
+            if drift.get("score") is not None:
+                self._gauge_drift.set(float(drift["score"]), tags={"model": self.name, "feature": feature,
+                                                                   "method": drift.get("method") or ""})
+        for metric, value in (last.get("live_metrics") or {}).items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self._gauge_live.set(float(value), tags={"model": self.name, "metric": metric})
+        self._gauge_alert.set(1.0 if alerting else 0.0, tags={"model": self.name})
 
     def stop(self) -> None:
         """Stop polling and cancel a running retrain (before the actor is killed)."""

@@ -75,6 +75,7 @@ class RunResult:
             lines.extend(f"  {'ok  ' if r['passed'] else 'FAIL'} {r['message']}" for r in self.gate["reasons"])
         lines.append("seconds per stage")
         lines.extend(f"  {stage:<12} {secs:>8.2f}" for stage, secs in self.durations_s.items())
-        lines.append(f"report: {self.report}")
+        html_report = self.report[: -len("report.json")] + "report.html" if self.report.endswith("report.json") else self.report
+        lines.append(f"report: {html_report}  (open it in a browser; report.json beside it)")
         return "\n".join(lines)
 

@@ -49,6 +49,9 @@ from raypipe.train import TrainSpec, cross_validate, train_xgboost, tune_xgboost
 
 log = logging.getLogger(__name__)
 
+#: The row count a stage's progress line shows (rows/s on long stages).
+_STAGE_ROWS = {"ingest": "ingested", "split": "valid", "transform": "train", "train": "train", "evaluate": "test"}
+
 __all__ = ["Pipeline"]
 
 
@@ -113,7 +116,8 @@ class Pipeline:
         ]
         # Before Ray starts and before anything is read: seconds, not a trained model later.
         preflight(cfg)
-        connect(self.address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
+        connect(self.address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
+                dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
         status, error, message = "succeeded", None, None
         try:
             with stop_on_signals():
@@ -142,14 +146,19 @@ class Pipeline:
     def _run_stages(self, stages: list[tuple[str, Callable[[PipelineConfig, _RunState], None]]], state: _RunState,
                     until: str | None, run_id: str) -> None:
         cfg = self.config
+        planned = len(stages) if until is None else [n for n, _ in stages].index(until) + 1
         for name, stage in stages:
             started = time.perf_counter()
-            log.info("stage %s: start", name)
+            log.info("stage %s: start", name, extra={"raypipe_stage": name, "event": "start", "stages": planned})
             try:
                 stage(cfg, state)
             finally:
                 state.durations[name] = round(time.perf_counter() - started, 3)
             state.stages_run.append(name)
+            # The terminal's progress line (raypipe.console renders these records).
+            log.info("stage %s: done in %.1f s", name, state.durations[name], extra={
+                "raypipe_stage": name, "event": "done", "stages": planned, "seconds": state.durations[name],
+                "rows": state.rows.get(_STAGE_ROWS.get(name, ""))})
             if name == until:
                 break
         if len(state.stages_run) == len(stages):
@@ -370,6 +379,13 @@ def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:
     if task == "binary_classification" and len(set(scored["y"].tolist())) == 2:
         state.evaluation["roc_curve"] = roc_curve_points(scored["y"], scored["scores"])
         state.evaluation["pr_curve"] = pr_curve_points(scored["y"], scored["scores"])
+        # The PR curve's baseline: a model without skill has precision = the positive rate.
+        state.evaluation["pr_curve"]["positive_rate"] = float(scored["y"].mean())
+    if task == "regression" and len(scored["y"]):
+        # Predicted vs actual and residual plots of the report: at most 2,000 evenly spaced test rows.
+        step = max(1, len(scored["y"]) // 2000)
+        state.evaluation["regression_sample"] = {"actual": scored["y"][::step].astype(float).tolist(),
+                                                 "predicted": scored["scores"][::step].astype(float).tolist()}
     if task != "regression":
         state.evaluation["classes"] = [str(c) for c in fp.label_encoder.classes]
     gain = state.training.booster.get_score(importance_type="gain")

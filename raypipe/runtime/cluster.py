@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCAL_RAY_ENV", "use_local_ray_env", "connect", "resolve_address", "ClusterUnreachable"]
+__all__ = ["LOCAL_RAY_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect", "endpoints", "resolve_address",
+           "ClusterUnreachable"]
 
 log = logging.getLogger("raypipe")
 
@@ -27,6 +28,11 @@ log = logging.getLogger("raypipe")
 #: (measured on 2 cores: p50 15.3 -> 12.1 ms, 137 -> 162 req/s at 8 clients). On a
 #: cluster, set them where the cluster is started.
 LOCAL_RAY_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+
+#: Port of the Prometheus metrics export of a local Ray (``cluster.metrics_export_port``):
+#: fixed, so a Prometheus scrape config can name it; bound to loopback. When it is taken
+#: (another local Ray), a free port is used and printed instead.
+METRICS_EXPORT_PORT = 8085
 
 #: Seconds to wait for a named cluster's head to accept a connection before giving up.
 CONNECT_TIMEOUT_S = 10.0
@@ -111,8 +117,61 @@ def _installed_package_first() -> Iterator[None]:
         os.chdir(cwd)
 
 
+class Endpoints(dict):
+    """Where an operator looks at the Ray that :func:`connect` started: ``dashboard`` (URL or
+    None), ``metrics`` (the Prometheus export URL or None), ``token_path`` (the dashboard's
+    sign-in token file when token authentication is on, else None), ``local`` (bool)."""
+
+    def lines(self) -> list[str]:
+        """Human lines for the terminal."""
+        out = []
+        if self.get("dashboard"):
+            sign_in = (f"; sign in with the token in {self['token_path']} (`ray get-auth-token`)"
+                       if self.get("token_path") else "")
+            out.append(f"Ray dashboard: {self['dashboard']}{sign_in}")
+        if self.get("metrics"):
+            out.append(f"Prometheus metrics: {self['metrics']}")
+        return out
+
+
+_endpoints = Endpoints()
+
+
+def endpoints() -> Endpoints:
+    """The dashboard, metrics and token of the Ray this process connected to (empty before)."""
+    return _endpoints
+
+
+def _free_port(preferred: int) -> int:
+    """``preferred`` when nothing listens on it on loopback, else a free port."""
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free TCP port on 127.0.0.1")
+
+
+def _token_path() -> str | None:
+    """Where the sign-in token of a local Ray in token mode is (Ray's own lookup order:
+    ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``, ``~/.ray/auth_token``); None when the
+    cluster runs without token authentication (``RAY_AUTH_MODE=disabled``).
+
+    Ray 2.60 puts a new local cluster in token mode (setting ``RAY_AUTH_MODE=token`` in
+    this process) unless the variable says otherwise; it is read after ``ray.init``.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "$RAY_AUTH_TOKEN"
+    return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+
+
 def connect(address: str | None = None, *, configured_address: str | None = None, num_cpus: int | None = None,
-            runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+            runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+            dashboard: bool = True, metrics_export_port: int | None = METRICS_EXPORT_PORT) -> None:
     """Connect to the named Ray cluster, or start raypipe's own local one.
 
     Reuses a Ray already initialized in this process (tests, notebooks). Sets this
@@ -125,6 +184,9 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         num_cpus: CPUs of a local Ray (``None``: all of the machine's).
         runtime_env: Ray runtime environment of the job.
         connect_timeout_s: how long a named address may take to answer.
+        dashboard: start the Ray dashboard with a local Ray (on loopback).
+        metrics_export_port: preferred port of a local Ray's Prometheus export (on
+            loopback); ``None`` lets Ray pick one.
 
     Raises:
         ClusterUnreachable: a named address does not answer within ``connect_timeout_s``.
@@ -138,11 +200,22 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         if target:
             _check_reachable(target, connect_timeout_s)
             with _installed_package_first():
-                ray.init(address=target, **kwargs)
+                info = ray.init(address=target, **kwargs)
+            _endpoints.clear()
+            _endpoints.update(dashboard=info.dashboard_url and f"http://{info.dashboard_url}", metrics=None, token_path=None,
+                              local=False)
         else:
             use_local_ray_env()
+            port = _free_port(metrics_export_port) if metrics_export_port else None
+            # A node address on loopback makes Ray bind its metrics export there too
+            # (it listens on every interface otherwise).
             with _installed_package_first():
-                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+                info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                                _node_ip_address="127.0.0.1", _metrics_export_port=port, **kwargs)
+            _endpoints.clear()
+            _endpoints.update(dashboard=f"http://{info.dashboard_url}" if dashboard and info.dashboard_url else None,
+                              metrics=f"http://127.0.0.1:{port}/metrics" if port else None,
+                              token_path=_token_path() if dashboard else None, local=True)
         log.info("ray: %s", ray.cluster_resources())
     ctx = ray.data.DataContext.get_current()
     # Block order decides which rows each training worker gets; a fixed order

@@ -210,6 +210,8 @@ class Endpoint:
                 log.warning("model watch: %s: %s", type(exc).__name__, exc)
 
     def _reload(self) -> None:
+        # Re-set on every check: Ray's export drops a gauge left unrecorded (the live version must stay scrapeable).
+        self._version_gauge.set(self.current.version, tags={"model": self.name})
         if self.follow:
             version = self.registry.get(self.name, self.ref).version
             if version != self.current.version:

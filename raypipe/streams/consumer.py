@@ -402,7 +402,8 @@ def ingest_stream(
         the landing zone by this run (restarts included).
     """
     plan_subscriptions(cfg, only)  # config mistakes before Ray starts
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
+    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
+            dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
     started = time.monotonic()
     handles = start_consumers(cfg, max_messages, only)
     since = {h.subscription: -1 for h in handles}

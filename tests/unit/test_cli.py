@@ -71,3 +71,14 @@ def test_help_everywhere():
 def test_usage_error_exits_2():
     assert _invoke("run").exit_code == 2
     assert _invoke("no-such-command").exit_code == 2
+
+
+def test_set_errors_are_blamed_on_the_command_line(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(cli, ["validate", "configs/quickstart.yaml", "--set", "model.num_boost_round=abc"])
+    assert result.exit_code == 2
+    assert ("error: command line: --set model.num_boost_round=abc: model.num_boost_round: Input should be a valid "
+            "integer, unable to parse string as an integer. Got 'abc'.") in result.output
+    result = CliRunner().invoke(cli, ["validate", "configs/quickstart.yaml", "--set", "model.nmu_boost_round=3"])
+    assert "error: command line: --set model.nmu_boost_round=3: model.nmu_boost_round: unknown key" in result.output
+    assert "configs/quickstart.yaml" not in result.output

@@ -211,4 +211,4 @@ def test_model_seed_defaults_to_the_split_seed():
     assert parse_config(raw, overrides=["data.split.seed=7"]).model_seed == 7
     cfg = parse_config(raw, overrides=["data.split.seed=7", "model.seed=3"])
     assert (cfg.model_seed, cfg.data.split.seed) == (3, 7)
-    assert "q.yaml: model.seed: Input should be a valid integer" in _error(raw, overrides=["model.seed=abc"])
+    assert "command line: --set model.seed=abc: model.seed: Input should be a valid integer" in _error(raw, overrides=["model.seed=abc"])
