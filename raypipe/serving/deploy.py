@@ -58,7 +58,8 @@ def serve_model(cfg: PipelineConfig, model: str | None = None, address: str | No
             "serve: WARNING: the endpoint listens on %s without authentication: anyone who can reach it can call it. "
             "Set serve.auth.api_keys_env (or api_keys_file) to require API keys.", host,
         )
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
+    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
+            serve_fast_path=cfg.serve.fast_path)
     if cfg.monitor.enabled:
         start_monitor(cfg, retrain)  # before the replicas, which look it up by name
     serve.start(http_options={"host": host, "port": port})
