@@ -383,7 +383,8 @@ class Endpoint:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             return _json_response(exc.body(), exc.status, headers)
         self.fb_log.append(feedback_rows(good))
-        return _json_response({"accepted": len(good), "rejected": rejected[:100]})
+        # The SPEC's {"accepted": n}; "rejected" only when an item was refused.
+        return _json_response({"accepted": len(good), **({"rejected": rejected[:100]} if rejected else {})})
 
     # ------------------------------------------------------------------ helpers
 

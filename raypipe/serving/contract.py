@@ -124,7 +124,7 @@ def openapi_document(*, name: str, version: int, task: str, inputs: InputSchema,
         {"type": "object", "required": ["items"], "additionalProperties": False,
          "properties": {"items": {"type": "array", "minItems": 1, "maxItems": max_instances, "items": item}}},
     ]}
-    feedback_ok = {"type": "object", "required": ["accepted", "rejected"], "properties": {
+    feedback_ok = {"type": "object", "required": ["accepted"], "properties": {
         "accepted": {"type": "integer", "minimum": 1},
         "rejected": {"type": "array", "description": "The items refused, each named (unknown id, invalid label).",
                      "items": {"type": "object", "required": ["field", "expected", "got", "reason"],

@@ -170,7 +170,11 @@ class InputSchema:
             if spec.max is not None:
                 prop["maximum"] = cast(math.floor(spec.max) if spec.type == "int" else spec.max)
             if spec.allowed is not None:
-                prop["enum"] = list(spec.allowed)
+                prop = {"enum": list(spec.allowed)}
+                if _numbers_as_text(spec):  # "1" may come as 1
+                    prop["enum"] += [int(a) for a in spec.allowed if re.fullmatch(r"-?(0|[1-9][0-9]*)", a)]
+            elif _numbers_as_text(spec):
+                prop = {"type": ["string", "integer"]}
             if spec.regex is not None:
                 prop["pattern"] = spec.regex
             if spec.description:
@@ -196,10 +200,11 @@ class InputSchema:
         arrays = []
         for name in self._names:
             type_ = self.columns[name].type
-            arr, bad = _array(columns.get(name), n, type_)
+            arr, bad = _array(columns.get(name), n, type_, _numbers_as_text(self.columns[name]))
             for i in bad:
                 if i not in skip:
-                    problems.append({"field": where(i, name), "expected": _EXPECTED_JSON[type_], "got": _kind(columns[name][i])})
+                    expected = _EXPECTED_JSON[type_] if _numbers_as_text(self.columns[name]) or type_ not in ("string", "category") else "a string"
+                    problems.append({"field": where(i, name), "expected": expected, "got": _kind(columns[name][i])})
             arrays.append(arr)
         table = pa.Table.from_arrays([*arrays, pa.array(np.arange(n, dtype=np.int64))], names=[*self._names, prov.LINE])
         valid, bad_rows = self._validator(table)
@@ -319,20 +324,29 @@ def _safe_bounds(spec: ColumnSpec) -> ColumnSpec:
 
 
 _EXPECTED_JSON = {**_EXPECTED, "int": f"an integer between -{SAFE_INT} and {SAFE_INT}", "float": "a finite number",
-                  "datetime": "an ISO 8601 date-time string"}
+                  "datetime": "an ISO 8601 date-time string", "string": "a string (or an integer)",
+                  "category": "a string (or an integer)"}
 
 
-def _array(values: list | None, n: int, type_: str) -> tuple[pa.Array, list[int]]:
+def _numbers_as_text(spec: ColumnSpec) -> bool:
+    """Whether a string/category column also takes JSON integers (as their decimal
+    text: a code such as weathersit ``1`` for ``"1"``). Not with a regex, which JSON
+    Schema applies to strings only: the document and the endpoint would disagree."""
+    return spec.type in ("string", "category") and spec.regex is None
+
+
+def _array(values: list | None, n: int, type_: str, int_text: bool = False) -> tuple[pa.Array, list[int]]:
     """An Arrow array of one column's JSON values, and the rows whose JSON type is wrong.
 
     JSON is typed, so the value's JSON type must be the column's, exactly as the
     OpenAPI document says: an int column takes integers (``39.0`` is the integer 39),
-    a float column numbers, bool booleans, string, category and datetime strings.
-    Wrong types are nulls here, reported by the caller.
+    a float column numbers, bool booleans, datetime strings, string and category
+    strings (and integers, with ``int_text``). Wrong types are nulls here, reported
+    by the caller.
     """
     if values is None:
         return pa.nulls(n, _ARROW_IN[type_]), []
-    ok, bad = _CHECK[type_], []
+    ok, bad = (_as_str_or_int if int_text else _CHECK[type_]), []
     clean: list[Any] = []
     for i, v in enumerate(values):
         if v is None:
@@ -372,6 +386,12 @@ def _as_float(v: Any) -> Any:
 
 def _as_str(v: Any) -> Any:
     return v if isinstance(v, str) else _BAD
+
+
+def _as_str_or_int(v: Any) -> Any:
+    if isinstance(v, str):
+        return v
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else _BAD
 
 
 def _as_bool(v: Any) -> Any:

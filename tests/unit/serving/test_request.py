@@ -235,3 +235,14 @@ def _raises(fn) -> RequestError:
     with pytest.raises(RequestError) as info:
         fn()
     return info.value
+
+
+def test_category_codes_may_come_as_json_integers():
+    # Bike's weathersit is a category of "1".."4"; clients send 1. The document says so too.
+    inputs = InputSchema({"task": "regression", "label": "y", "columns": {
+        "w": {"type": "category", "allowed": ["1", "2"]}, "y": {"type": "float"}}})
+    assert inputs.table({"instances": [{"w": 1}, {"w": "2"}]}, 10).column("w").to_pylist() == ["1", "2"]
+    assert inputs.openapi()["properties"]["w"] == {"enum": ["1", "2", 1, 2]}
+    assert _error(inputs, {"instances": [{"w": 3}, {"w": True}]}).details == [
+        {"field": "instances[1].w", "expected": "a string (or an integer)", "got": "a boolean"},
+        {"field": "instances[0].w", "expected": "one of ['1', '2']", "got": "3", "rule": "allowed"}]
