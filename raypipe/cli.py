@@ -53,6 +53,10 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
 
 
 def _fail(exc: BaseException, as_json: bool, log_level: str) -> None:
+    from raypipe.runtime.cluster import ClusterUnreachable
+
+    if isinstance(exc, ClusterUnreachable):  # the message names the address: no traceback
+        exc = RaypipeError(str(exc))
     if isinstance(exc, RaypipeError):
         code, kind, message = exc.exit_code, type(exc).__name__, str(exc)
     else:
@@ -143,7 +147,7 @@ def run(config: str, until: str | None, address, profile, overrides, as_json, lo
 
         with _stdout_to_stderr(as_json):
             result = api.run(config, until=until, address=address, profile=profile, overrides=overrides)
-    except Exception as exc:  # noqa: BLE001 - rendered for the user
+    except Exception as exc:  # noqa: BLE001 - rendered for the user (Interrupted: exit 130)
         _fail(exc, as_json, log_level)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
@@ -268,15 +272,41 @@ def serve(config: str, model_ref: str | None, export: str | None, address, profi
         return
     if not as_json:
         click.echo("press Ctrl-C to stop", err=True)
+    _serve_until_stopped(cfg, info["model"]["name"])
+
+
+def _serve_until_stopped(cfg, name: str) -> None:
+    """Block until SIGINT or SIGTERM, then drain the endpoint, release Ray and fold the
+    replicas' spilled log rows into the prediction log; one line says what was flushed."""
+    import signal
     import time
 
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        from ray import serve as ray_serve
+    import ray
+    from ray import serve as ray_serve
 
-        ray_serve.shutdown()
+    from raypipe.monitor.log import FEEDBACK, PREDICTIONS, fold_spills
+    from raypipe.runtime.signals import stop_on_signals
+    from raypipe.runtime.storage import absolute_uri
+
+    try:
+        with stop_on_signals():  # after ray.init: replaces Ray's SIGTERM handler (its stack dump)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt as stop:
+        signame = str(stop) or "SIGINT"
+    # A second signal while draining would cut the drain short: ignore it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        ray_serve.shutdown()  # stops accepting requests, drains in-flight ones
+    finally:
+        ray.shutdown()  # every replica is gone: their spills are unlocked
+    root = f"{absolute_uri(cfg.monitor.log_uri).rstrip('/')}/{name}"
+    folded = fold_spills(root, PREDICTIONS) if cfg.monitor.enabled else 0
+    if cfg.monitor.enabled:
+        fold_spills(root, FEEDBACK)
+    click.echo(f"stopped ({signame}): endpoint drained, Ray released, prediction log flushed "
+               f"({folded} rows folded from replica spills into {root})", err=True)
 
 
 @cli.command()
@@ -535,6 +565,34 @@ def models_rollback(config: str, reason: str, address, profile, overrides, as_js
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     click.echo(json.dumps({"model": name, "champion": version.version}) if as_json else f"{name}: rolled back to version {version.version}")
+
+
+@models.command("verify")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--version", "version", default=None, help="Check only this version (a number or an alias; default: every version).")
+@click.option("--all-models", is_flag=True, help="Check every model of the registry, not only CONFIG's.")
+@_common
+def models_verify(config: str, version: str | None, all_models: bool, address, profile, overrides, as_json, log_level) -> None:
+    """Check the registry: every artifact against its sha256, every event line, every alias.
+
+    Exits 0 when everything checks out, 1 with one line per problem otherwise.
+    """
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        registry, name = _registry(ctx, config)
+        report = registry.verify(None if all_models else name, version)
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    problems = report["problems"]
+    if as_json:
+        click.echo(json.dumps({"status": "ok" if not problems else "failed", "registry": registry.uri, **report}))
+    else:
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        click.echo(f"registry {registry.uri}: {report['versions']} versions, {report['files']} files, "
+                   f"{report['events']} events checked; {len(problems)} problems")
+    if problems:
+        sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -10,9 +10,11 @@ with :attr:`RaypipeError.exit_code`.
     ├── ConfigError              exit 2: the YAML, an override or a profile is wrong
     ├── DataError                the data does not fit what the config declares
     │   ├── SchemaError          a declared column is missing or has the wrong type
-    │   └── ValidationError      too many rows broke the validation rules
+    │   ├── ValidationError      too many rows broke the validation rules
+    │   └── NothingToIngest      exit 0: an incremental source has no new rows (a success)
     ├── StageError               a pipeline stage failed (ingest, train, serve, ...)
-    └── GateRejected             a candidate model did not pass its gates
+    ├── GateRejected             a candidate model did not pass its gates
+    └── Interrupted              exit 130: stopped by SIGINT or SIGTERM
 
 Messages follow one template: where, then what was expected, then what was got,
 then a hint: ``adult.yaml: features[2].type: unknown transform 'standard_scaller'.
@@ -32,6 +34,8 @@ __all__ = [
     "ValidationError",
     "StageError",
     "GateRejected",
+    "NothingToIngest",
+    "Interrupted",
     "did_you_mean",
 ]
 
@@ -66,6 +70,18 @@ class StageError(RaypipeError):
 
 class GateRejected(RaypipeError):
     """A candidate model failed its promotion gates."""
+
+
+class NothingToIngest(DataError):
+    """An incremental source has no rows above its committed watermark: nothing to do, not a failure."""
+
+    exit_code = 0
+
+
+class Interrupted(RaypipeError):
+    """The work was stopped by SIGINT (Ctrl-C) or SIGTERM before it finished."""
+
+    exit_code = 130
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

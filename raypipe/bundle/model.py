@@ -105,7 +105,7 @@ class ModelBundle:
         """Rebuild a bundle from :meth:`to_files` output.
 
         Raises:
-            StageError: a file is missing.
+            StageError: a file is missing, or ``model.ubj`` is not a readable model.
         """
         import xgboost as xgb
 
@@ -116,7 +116,15 @@ class ModelBundle:
         if missing:
             raise StageError(f"{where}: missing {', '.join(missing)}; not a complete model bundle.")
         booster = xgb.Booster()
-        booster.load_model(bytearray(files["model.ubj"]))
+        try:
+            booster.load_model(bytearray(files["model.ubj"]))
+        except xgb.core.XGBoostError as exc:
+            # XGBoost's parser error is a C++ stack dump; one line names the file instead.
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StageError(
+                f"{where}/model.ubj: not a readable XGBoost model ({len(files['model.ubj'])} bytes; {first[:200]}). "
+                "The file is truncated or damaged; restore it or train again."
+            ) from None
         read = lambda n: json.loads(files[n].decode())  # noqa: E731
         schema = read("schema.json")
         return cls(

@@ -35,7 +35,7 @@ from raypipe.data.sources import read_source
 from raypipe.data.task_errors import unwrap_task_errors
 from raypipe.data.validate import BatchValidator, infer_schema, quarantine_schema, schema_from_inferred
 from raypipe.data.watermark import Watermark, watermark_session
-from raypipe.errors import DataError, StageError, ValidationError
+from raypipe.errors import DataError, NothingToIngest, StageError, ValidationError
 from raypipe.runtime.storage import absolute_uri, resolve
 
 __all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "QUARANTINE_RECORD"]
@@ -176,7 +176,7 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = Non
             started = [w for w in session.watermarks if w.previous is not None]
             if started:
                 above = ", ".join(f"{w.source}: {w.column} > {w.previous!r}" for w in started)
-                raise DataError(f"data.source: {name}: no rows above the committed watermark ({above}); nothing new to ingest.")
+                raise NothingToIngest(f"data.source: {name}: no rows above the committed watermark ({above}); nothing new to ingest.")
             raise DataError(f"data.source: {name}: no rows were read. Hint: check the paths, table or query.")
         is_record = col(QUARANTINE_RECORD).is_not_null()
         quarantine = stream.filter(expr=is_record).select_columns([QUARANTINE_RECORD])

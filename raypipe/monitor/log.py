@@ -6,7 +6,11 @@ predictions and one for feedback, under ``<monitor.log_uri>/<model>/``::
     predictions/date=2026-11-26/<writer>-00000001.parquet
     feedback/date=2026-11-26/<writer>-00000001.parquet
 
-A writer buffers rows in memory (bounded by ``flush_rows``) and writes a file when
+A writer appends each request's rows to a local spill file before it returns (so a
+prediction is on disk before it is answered, and a replica killed with ``-9`` loses
+nothing: :func:`fold_spills`, run by the next writer and by every reader, turns a dead
+writer's spill into the Parquet file it would have written), buffers them in memory
+(bounded by ``flush_rows``) and writes a file when
 the buffer is full, every ``flush_s`` seconds and on close; a local file is written
 under a dot-name and renamed into place, so readers never see half a file. Readers
 (:func:`read_new`, :func:`labeled_rows`) skip dot-files.
@@ -19,9 +23,13 @@ Feedback rows: ``prediction_id``, ``ts``, ``label`` (as text).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
+import struct
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterable
@@ -32,7 +40,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-__all__ = ["LogWriter", "read_new", "read_all", "labeled_rows", "prediction_rows", "feedback_rows", "PREDICTIONS", "FEEDBACK"]
+__all__ = ["LogWriter", "fold_spills", "read_new", "read_all", "labeled_rows", "prediction_rows", "feedback_rows", "PREDICTIONS", "FEEDBACK"]
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
@@ -67,14 +75,29 @@ class LogWriter:
         self._lock = threading.Lock()
         self._io = threading.Lock()
         self._closed = threading.Event()
+        # Durable before answered: every append lands in a local spill file first, so a
+        # replica killed with -9 loses nothing; whoever opens the log next folds it in.
+        self._spill_dir = _spill_dir(root, kind)
+        os.makedirs(self._spill_dir, exist_ok=True)
+        self.recovered = fold_spills(root, kind)
+        self._spill = self._open_spill()
         self._thread = threading.Thread(target=self._timer, name=f"raypipe-log-{kind}", daemon=True)
         self._thread.start()
+
+    def _open_spill(self) -> tuple[int, str]:
+        """Open (and lock, for as long as this writer lives) the spill of the next file."""
+        path = os.path.join(self._spill_dir, f"{self.writer_id}-{self._seq + 1:08d}{_SPILL}")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a folder skips spills whose writer lives
+        return fd, path
 
     def append(self, table: pa.Table) -> None:
         """Buffer rows; writes a file when ``flush_rows`` are buffered."""
         if table.num_rows == 0:
             return
+        frame = _frame(table)
         with self._lock:
+            os.write(self._spill[0], frame)  # in the kernel before the caller answers: survives kill -9
             self._parts.append(table)
             self._buffered += table.num_rows
             full = self._buffered >= self.flush_rows
@@ -85,27 +108,28 @@ class LogWriter:
         """Write the buffered rows as one file; returns the rows written."""
         with self._io:
             with self._lock:
+                if not self._parts:
+                    return 0
                 parts, self._parts, self._buffered = self._parts, [], 0
-            if not parts:
-                return 0
+                # The spill of these rows is closed; new rows go to the next file's spill.
+                spill, self._spill = self._spill, None
+                self._seq += 1
+                seq = self._seq
+                self._spill = self._open_spill()
             table = pa.concat_tables(parts, promote_options="permissive")
-            self._seq += 1
-            day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-            folder = f"{self.folder}/date={day}"
-            name = f"{self.writer_id}-{self._seq:08d}.parquet"
+            name = f"{self.writer_id}-{seq:08d}.parquet"
             try:
-                self.fs.create_dir(folder, recursive=True)
-                if isinstance(self.fs, pafs.LocalFileSystem):
-                    tmp = f"{folder}/.{name}.tmp"
-                    pq.write_table(table, tmp, filesystem=self.fs)
-                    self.fs.move(tmp, f"{folder}/{name}")  # readers see whole files only
-                else:
-                    pq.write_table(table, f"{folder}/{name}", filesystem=self.fs)  # object stores: atomic put
+                _write_log_file(self.fs, self.folder, name, table)
             except Exception:
-                with self._lock:  # keep the rows for the next attempt: nothing is lost
+                # The spill stays on disk (folded in by the next writer); the rows stay
+                # buffered in the next spill too, so a retry writes them once.
+                with self._lock:
                     self._parts.insert(0, table)
                     self._buffered += table.num_rows
+                    os.write(self._spill[0], _frame(table))
+                _close_spill(spill, remove=True)
                 raise
+            _close_spill(spill, remove=True)
             self.rows_written += table.num_rows
             return table.num_rows
 
@@ -120,6 +144,108 @@ class LogWriter:
         """Stop the timer and write what is buffered."""
         self._closed.set()
         self.flush()
+        with self._lock:
+            spill, self._spill = self._spill, None
+        if spill is not None:
+            _close_spill(spill, remove=True)  # empty: everything is in Parquet
+
+
+_SPILL = ".spill"
+
+
+def _spill_dir(root: str, kind: str) -> str:
+    """Where the writers of ``root`` spill: next to the log for a local root, else in
+    this machine's temp folder (a remote log is folded in by a writer on the same node)."""
+    if "://" not in root:
+        return os.path.join(os.path.abspath(root), kind, ".spill")
+    key = hashlib.sha256(f"{root}/{kind}".encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), "raypipe-log-spill", key)
+
+
+def _frame(table: pa.Table) -> bytes:
+    """One length-prefixed, self-contained Arrow IPC stream holding ``table``."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    body = sink.getvalue().to_pybytes()
+    return struct.pack("<Q", len(body)) + body
+
+
+def _unframe(data: bytes) -> list[pa.Table]:
+    """The tables of a spill file; a torn last frame (a kill mid-write) is dropped:
+    its request was never answered."""
+    tables, at = [], 0
+    while at + 8 <= len(data):
+        (size,) = struct.unpack_from("<Q", data, at)
+        if at + 8 + size > len(data):
+            break
+        tables.append(pa.ipc.open_stream(pa.py_buffer(data[at + 8 : at + 8 + size])).read_all())
+        at += 8 + size
+    return tables
+
+
+def _close_spill(spill: tuple[int, str], remove: bool) -> None:
+    fd, path = spill
+    if remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)  # removed while still locked: no folder can pick it up half-gone
+    os.close(fd)
+
+
+def _write_log_file(fs: pafs.FileSystem, kind_folder: str, name: str, table: pa.Table) -> None:
+    day = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    folder = f"{kind_folder}/date={day}"
+    fs.create_dir(folder, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{folder}/.{name}.tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        fs.move(tmp, f"{folder}/{name}")  # readers see whole files only
+    else:
+        pq.write_table(table, f"{folder}/{name}", filesystem=fs)  # object stores: atomic put
+
+
+def _already_written(fs: pafs.FileSystem, kind_folder: str, name: str) -> bool:
+    return any(i.base_name == name for i in _files(fs, kind_folder))
+
+
+def fold_spills(root: str, kind: str) -> int:
+    """Write the spill files of dead writers of ``root`` into the Parquet log; return the rows.
+
+    A spill whose writer lives is locked and skipped.  A spill becomes the Parquet
+    file its writer would have written (same name), so a writer that died after
+    writing that file but before removing its spill is not logged twice.
+    """
+    spill_dir = _spill_dir(root, kind)
+    try:
+        names = sorted(n for n in os.listdir(spill_dir) if n.endswith(_SPILL))
+    except FileNotFoundError:
+        return 0
+    fs, base = _filesystem(root)
+    folded = 0
+    for spill_name in names:
+        path = os.path.join(spill_dir, spill_name)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                tables = _unframe(fh.read())
+            name = spill_name[: -len(_SPILL)] + ".parquet"
+            if tables and not _already_written(fs, f"{base}/{kind}", name):
+                table = pa.concat_tables(tables, promote_options="permissive")
+                _write_log_file(fs, f"{base}/{kind}", name, table)
+                folded += table.num_rows
+                logging.getLogger("raypipe.monitor").warning(
+                    "prediction log: folded %d rows of a stopped writer's spill %s into %s", table.num_rows, path, name)
+            os.remove(path)
+        finally:
+            os.close(fd)
+    return folded
 
 
 def _files(fs: pafs.FileSystem, folder: str) -> list[pafs.FileInfo]:
@@ -132,6 +258,7 @@ def read_new(root: str, kind: str, seen: set[str]) -> tuple[pa.Table | None, lis
 
     The caller adds the paths to ``seen`` once it has used the rows.
     """
+    fold_spills(root, kind)  # rows of replicas that died before their flush
     fs, base = _filesystem(root)
     new = sorted((i for i in _files(fs, f"{base}/{kind}") if i.path not in seen), key=lambda i: (i.mtime_ns or 0, i.path))
     if not new:

@@ -31,6 +31,7 @@ class RunResult:
     promoted: bool = False
     gate: dict[str, Any] | None = None
     watermarks: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-serializable form printed by ``raypipe run --json``."""
@@ -40,6 +41,8 @@ class RunResult:
         """A short human-readable table for the terminal."""
         r = self.rows
         lines = [f"run {self.run_id}: {self.status}", "", "rows"]
+        if self.message:
+            lines[1:1] = [self.message]
         for key in ("ingested", "valid", "quarantined", "outside_window", "train", "valid_split", "test"):
             if key in r:
                 lines.append(f"  {key:<12} {r[key]:>10,}")

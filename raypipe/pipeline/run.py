@@ -29,7 +29,7 @@ from typing import Any
 from raypipe.bundle import ModelBundle
 from raypipe.config import PipelineConfig, check_config, load_config
 from raypipe.data.ingest import ingest, split
-from raypipe.errors import ConfigError, RaypipeError, StageError
+from raypipe.errors import ConfigError, Interrupted, NothingToIngest, RaypipeError, StageError
 from raypipe.evaluate import best_threshold, pr_curve_points, roc_curve_points
 from raypipe.evaluate.gates import check_gates
 from raypipe.evaluate.report import render_html
@@ -37,10 +37,12 @@ from raypipe.features import FeaturePipeline
 from raypipe.features.ray_fit import aggregate_stats, fit_on_dataset, transform_dataset
 from raypipe.monitor.profile import build_profile, prediction_profile, profile_requests
 from raypipe.pipeline.lineage import bundle_schema, lineage
+from raypipe.pipeline.preflight import preflight
 from raypipe.pipeline.result import STAGES, RunResult
 from raypipe.pipeline.scoring import primary_metric, score
-from raypipe.registry import ModelRegistry, RegistryError
+from raypipe.registry import ChampionChangedError, ModelRegistry, RegistryError
 from raypipe.runtime.cluster import connect
+from raypipe.runtime.signals import stop_on_signals
 from raypipe.runtime.storage import absolute_uri
 from raypipe.train import TrainSpec, cross_validate, train_xgboost, tune_xgboost
 
@@ -87,6 +89,10 @@ class Pipeline:
         Raises:
             RaypipeError: a config, data or stage problem; the report is still
                 written with status ``failed``.
+            Interrupted: SIGINT or SIGTERM stopped the run (report status ``interrupted``).
+
+        An incremental source with no new rows is a success: status ``nothing_new``
+        and a ``message`` saying so.
         """
         if until is not None and until not in STAGES:
             raise RaypipeError(f"run(until={until!r}): expected one of {', '.join(STAGES)}.")
@@ -104,47 +110,81 @@ class Pipeline:
             ("evaluate", _evaluate),
             ("register", _register),
         ]
+        # Before Ray starts and before anything is read: seconds, not a trained model later.
+        preflight(cfg)
         connect(self.address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env)
-        status, error = "succeeded", None
+        status, error, message = "succeeded", None, None
         try:
-            for name, stage in stages:
-                started = time.perf_counter()
-                log.info("stage %s: start", name)
-                try:
-                    stage(cfg, state)
-                finally:
-                    state.durations[name] = round(time.perf_counter() - started, 3)
-                state.stages_run.append(name)
-                if name == until:
-                    break
-            if len(state.stages_run) == len(stages):
-                # Incremental sources move on only after the whole run succeeded: a
-                # failed or partial (--until) run reads the same rows again next time.
-                for watermark in state.watermarks:
-                    watermark.commit(run_id)
+            with stop_on_signals():
+                self._run_stages(stages, state, until, run_id)
+        except NothingToIngest as exc:
+            # A scheduler's incremental run with no new rows did its job.
+            status, message = "nothing_new", str(exc)
         except RaypipeError as exc:
             status, error = "failed", exc
             raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Ctrl-C, SIGTERM, or Ray Train's SIGINT handler (a SystemExit): never "succeeded".
+            status = "interrupted"
+            error = Interrupted(f"stage {state.current or '?'}: interrupted ({exc or type(exc).__name__}); nothing was promoted"
+                                + (f", version {state.model['version']} stays a candidate." if state.model else "."))
+            raise error from None
         except Exception as exc:
             status = "failed"
-            error = StageError(f"stage {state.current or '?'}: {type(exc).__name__}: {exc}")
+            error = StageError(f"stage {state.current or '?'}: {type(exc).__name__}: {exc}{_path_of(exc)}")
             raise error from exc
         finally:
-            result = state.result(status)
+            result = state.result(status, message)
             self._write_report(result, state, error)
         return result
 
+    def _run_stages(self, stages: list[tuple[str, Callable[[PipelineConfig, _RunState], None]]], state: _RunState,
+                    until: str | None, run_id: str) -> None:
+        cfg = self.config
+        for name, stage in stages:
+            started = time.perf_counter()
+            log.info("stage %s: start", name)
+            try:
+                stage(cfg, state)
+            finally:
+                state.durations[name] = round(time.perf_counter() - started, 3)
+            state.stages_run.append(name)
+            if name == until:
+                break
+        if len(state.stages_run) == len(stages):
+            # Incremental sources move on only after the whole run succeeded: a
+            # failed or partial (--until) run reads the same rows again next time.
+            for watermark in state.watermarks:
+                watermark.commit(run_id)
+
     def _write_report(self, result: RunResult, state: _RunState, error: BaseException | None) -> None:
-        run_dir = Path(result.report).parent
-        run_dir.mkdir(parents=True, exist_ok=True)
-        body = result.to_dict()
-        body["config_path"] = self.config_path
-        body["config"] = self.config.model_dump(mode="json", by_alias=True)
-        body["evaluation"] = state.evaluation
-        if error is not None:
-            body["error"] = {"type": type(error).__name__, "message": str(error)}
-        Path(result.report).write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
-        (run_dir / "report.html").write_text(render_html(body), encoding="utf-8")
+        """Write report.json and report.html; a failure here never hides the run's own error."""
+        try:
+            run_dir = Path(result.report).parent
+            run_dir.mkdir(parents=True, exist_ok=True)
+            body = result.to_dict()
+            body["config_path"] = self.config_path
+            body["config"] = self.config.model_dump(mode="json", by_alias=True)
+            body["evaluation"] = state.evaluation
+            if error is not None:
+                body["error"] = {"type": type(error).__name__, "message": str(error)}
+            Path(result.report).write_text(json.dumps(body, indent=2, default=str), encoding="utf-8")
+            (run_dir / "report.html").write_text(render_html(body), encoding="utf-8")
+        except OSError as exc:
+            problem = f"could not write the run report {result.report}: {type(exc).__name__}: {exc}"
+            if error is not None:
+                log.warning("%s (the run's own error follows)", problem)
+                return  # the first error is the one reported
+            raise StageError(f"report: {problem}{_path_of(exc)}") from None
+
+
+def _path_of(exc: BaseException) -> str:
+    """`` (path: ...)`` for an OS error that knows its file and does not name it yet."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        filename = getattr(e, "filename", None)
+        if isinstance(e, OSError) and filename and str(filename) not in str(exc):
+            return f" (path: {filename})"
+    return ""
 
 
 @dataclasses.dataclass
@@ -173,10 +213,11 @@ class _RunState:
     gate: dict[str, Any] | None = None
     watermarks: list[Any] = dataclasses.field(default_factory=list)
 
-    def result(self, status: str) -> RunResult:
+    def result(self, status: str, message: str | None = None) -> RunResult:
         return RunResult(
             run_id=self.run_id,
             status=status,
+            message=message,
             rows=dict(self.rows),
             quarantine=dict(self.quarantine),
             features=list(self.features.feature_names) if self.features is not None else [],
@@ -343,27 +384,53 @@ def _register(cfg: PipelineConfig, state: _RunState) -> None:
         state.bundle.save(tmp)
         version = registry.register(name, tmp, metrics=scalars, run_id=state.run_id, tags={"trigger": state.trigger if isinstance(state.trigger, str) else state.trigger.get("kind", "")})
     state.model = {"name": name, "version": version.version}
-
-    champion_metrics = None
-    champion_version = None
     try:
-        champion = registry.get(name, "champion")
-    except RegistryError:
-        champion = None
-    if champion is not None:
-        champion_version = champion.version
-        champ = ModelBundle.load(registry.local_path(name, champion.version))
-        # Re-score the champion on this run's test rows: stale numbers from its own
-        # run were measured on other data.
-        champion_metrics = score(champ, state.splits["test"], cfg)["metrics"]
-    gate = check_gates(candidate, champion_metrics, cfg.evaluate.gates, state.metrics["primary_metric"], cfg.model.task)
-    state.gate = gate.to_dict()
-    details = {"gate": gate.to_dict(), "champion_version": champion_version, "run_id": state.run_id}
-    if gate.passed and state.promote:
-        registry.promote(name, version.version, reason=gate.explain(), details=details)
-        state.promoted = True
-    elif gate.passed:
-        registry.log_event(name, "alert", version.version, reason="passed its gates; not promoted (auto_promote is off): "
-                           + gate.explain(), details=details)
-    else:
-        registry.reject(name, version.version, reason=gate.explain(), details=details)
+        _gate_and_promote(cfg, state, registry, version.version)
+    except BaseException as exc:
+        # Registered, never gated: say why in the log, or it stays a silent candidate forever.
+        reason = f"abandoned: {type(exc).__name__}: {exc}" if str(exc) else f"abandoned: {type(exc).__name__}"
+        try:
+            registry.log_event(name, "abandoned", version.version, reason=reason, details={"run_id": state.run_id})
+        except Exception as log_exc:  # noqa: BLE001 - the first error is the one reported
+            log.warning("could not log the abandoned event of %s@%s: %s", name, version.version, log_exc)
+        raise
+
+
+def _gate_and_promote(cfg: PipelineConfig, state: _RunState, registry: ModelRegistry, number: int) -> None:
+    """Gate version ``number`` against the champion, then promote, reject or log it.
+
+    The promotion checks, under the registry lock, that the champion is still the one
+    compared with; when another run promoted in between, the gate runs again against
+    the new champion (a candidate never replaces a champion it was not compared with).
+    """
+    name = cfg.model_name
+    candidate = state.metrics["test"]
+    for _attempt in range(5):
+        champion_metrics = None
+        try:
+            champion_version = registry.get(name, "champion").version
+        except RegistryError:
+            champion_version = None
+        if champion_version is not None:
+            champ = ModelBundle.load(registry.local_path(name, champion_version))
+            # Re-score the champion on this run's test rows: stale numbers from its own
+            # run were measured on other data.
+            champion_metrics = score(champ, state.splits["test"], cfg)["metrics"]
+        gate = check_gates(candidate, champion_metrics, cfg.evaluate.gates, state.metrics["primary_metric"], cfg.model.task)
+        state.gate = gate.to_dict()
+        details = {"gate": gate.to_dict(), "champion_version": champion_version, "run_id": state.run_id}
+        if gate.passed and state.promote:
+            try:
+                registry.promote(name, number, reason=gate.explain(), details=details, expected_champion=champion_version)
+            except ChampionChangedError as exc:
+                log.info("register: %s; gating again", exc)
+                continue
+            state.promoted = True
+        elif gate.passed:
+            registry.log_event(name, "alert", number, reason="passed its gates; not promoted (auto_promote is off): "
+                               + gate.explain(), details=details)
+        else:
+            registry.reject(name, number, reason=gate.explain(), details=details)
+        return
+    raise StageError(f"register: the champion of {name} changed 5 times while version {number} was being gated; "
+                     f"it stays a candidate. Hint: promote it by hand after checking it: raypipe models promote.")

@@ -23,6 +23,7 @@ drawn in :mod:`raypipe.registry._errors`, :class:`RegistryError` at its root.
 
 from raypipe.registry._errors import (
     AliasNotFoundError,
+    ChampionChangedError,
     InvalidReferenceError,
     LockTimeoutError,
     ModelNotFoundError,
@@ -61,6 +62,7 @@ __all__ = [
     "VersionNotFoundError",
     "AliasNotFoundError",
     "PromotionError",
+    "ChampionChangedError",
     "LockTimeoutError",
     "RegistryCorruptError",
 ]

@@ -9,6 +9,7 @@
         ├── VersionNotFoundError      no such (complete) version of a model
         ├── AliasNotFoundError        the alias is not set for this model
         ├── PromotionError            a promote / reject / rollback that makes no sense now
+        │   └── ChampionChangedError  the champion moved since the candidate was compared with it
         ├── LockTimeoutError          another writer held the model's lock for too long
         └── RegistryCorruptError      a registry file is unreadable or fails its checksum
 
@@ -27,6 +28,7 @@ __all__ = [
     "VersionNotFoundError",
     "AliasNotFoundError",
     "PromotionError",
+    "ChampionChangedError",
     "LockTimeoutError",
     "RegistryCorruptError",
 ]
@@ -54,6 +56,18 @@ class AliasNotFoundError(RegistryError, LookupError):
 
 class PromotionError(RegistryError):
     """A promotion, rejection or rollback is not possible in the current state."""
+
+
+class ChampionChangedError(PromotionError):
+    """``promote(..., expected_champion=N)`` found another champion under the lock.
+
+    Attributes:
+        current: the champion now (``None``: there is none).
+    """
+
+    def __init__(self, message: str, current: int | None):
+        super().__init__(message)
+        self.current = current
 
 
 class LockTimeoutError(RegistryError, TimeoutError):

@@ -3,8 +3,10 @@
 Every change to a model (registration, promotion, rejection, rollback, alias
 moves, retrain triggers) appends one JSON line.  The log is the history
 :meth:`ModelRegistry.rollback <raypipe.registry.ModelRegistry.rollback>`
-replays (:func:`champion_history`); a torn last line (a writer died mid-append
-on a store without atomic appends) is skipped with a warning.
+replays (:func:`champion_history`).  An unreadable line (a writer died
+mid-append, or a hand edit) is skipped with a warning naming its file and line,
+and reported by ``raypipe models verify``; an append after a torn line starts
+on a new line, so every later event stays readable.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from raypipe.errors import did_you_mean
-from raypipe.registry._errors import InvalidReferenceError, RegistryCorruptError
+from raypipe.registry._errors import InvalidReferenceError
 from raypipe.registry._records import CHAMPION, EVENT_TYPES, RegistryEvent
 from raypipe.registry._store import Store, to_json, utc_now
 
@@ -101,30 +103,38 @@ class EventLog:
         return record
 
     def read(self, name: str) -> list[RegistryEvent]:
-        """The model's events, oldest first.
+        """The model's readable events, oldest first.
 
-        Raises:
-            RegistryCorruptError: a line other than the last is not a valid event.
+        An unreadable line is skipped with a warning naming the file and line
+        (see :meth:`read_checked`); :meth:`ModelRegistry.verify
+        <raypipe.registry.ModelRegistry.verify>` reports it as a problem.
+        """
+        events, problems = self.read_checked(name)
+        for problem in problems:
+            log.warning("%s: skipping %s", self._where(name), problem)
+        return events
+
+    def read_checked(self, name: str) -> tuple[list[RegistryEvent], list[str]]:
+        """The model's readable events, oldest first, and one message per unreadable line.
+
+        A line can be unreadable because a writer died mid-append (a torn line:
+        the next append starts on a new line, so later events stay readable) or
+        because the file was edited by hand.  Each message names the file and
+        the line number.
         """
         path = self._store.path(name, EVENTS_FILE)
         data = self._store.read_bytes(path)
         if not data:
-            return []
-        lines = data.decode().splitlines()
-        events = []
-        for i, line in enumerate(lines):
-            if not line.strip():
+            return [], []
+        events, problems = [], []
+        for i, raw in enumerate(data.split(b"\n")):
+            if not raw.strip():
                 continue
             try:
-                events.append(RegistryEvent.from_dict(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as exc:
-                if i == len(lines) - 1:
-                    log.warning("%s: skipping a torn last line of %s: %r", self._where(name), path, line[:80])
-                    continue
-                raise RegistryCorruptError(
-                    f"{self._where(name)}: {path} line {i + 1} is not a valid event ({exc}): {line[:120]!r}."
-                ) from exc
-        return events
+                events.append(RegistryEvent.from_dict(json.loads(raw)))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                problems.append(f"{path} line {i + 1}: not a valid event ({type(exc).__name__}: {exc}): {raw[:120]!r}")
+        return events, problems
 
 
 def champion_history(events: list[RegistryEvent], current: int) -> list[int]:

@@ -5,7 +5,8 @@ exclusive.  pyarrow offers no create-if-absent on other filesystems, so there
 it is best effort: write a token, wait briefly, read it back; two writers
 racing inside that window can both believe they hold it.  Drive promotions
 from one place on such stores.  A lock older than ``stale_after_s`` (its
-holder died) is broken.
+holder died) is broken; so is, at once, a lock whose holder ran on this host
+and whose process is gone (``kill -9`` of a run mid-promotion).
 """
 
 from __future__ import annotations
@@ -30,6 +31,26 @@ log = logging.getLogger(__name__)
 
 def _owner() -> dict[str, Any]:
     return {"token": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(), "ts": utc_now()}
+
+
+def _holder_is_dead(holder: dict[str, Any] | None) -> bool:
+    """Whether the lock's holder ran on this host and its process no longer exists.
+
+    Only a holder on the same host can be checked; pid reuse can only make a
+    dead holder look alive (the lock is then broken when it goes stale).
+    """
+    if not holder or holder.get("host") != socket.gethostname():
+        return False
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, owned by another user
+    return False
 
 
 class Lock:
@@ -145,11 +166,16 @@ class Lock:
 
     def _break_if_stale(self) -> None:
         age = self._age_s()
-        if age is None or age[0] <= self.stale_after_s:
+        if age is None:
             return
+        holder = self._holder()
+        dead = _holder_is_dead(holder)
+        if not dead and age[0] <= self.stale_after_s:
+            return
+        why = "its process is gone" if dead else f"stale after {self.stale_after_s} s"
         log.warning(
-            "registry %s: breaking the lock on %s held by %s for %.0f s (stale after %s s).",
-            self.store.display, self.what, self._holder(), age[0], self.stale_after_s,
+            "registry %s: breaking the lock on %s held by %s for %.0f s (%s).",
+            self.store.display, self.what, holder, age[0], why,
         )
         if not self.store.is_local:
             with contextlib.suppress(FileNotFoundError):

@@ -26,6 +26,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "retrain_finished",
     "alert",
     "alias_set",
+    "abandoned",
 )
 """The kinds of entries in a model's ``events.jsonl``."""
 

@@ -22,6 +22,7 @@ from raypipe.errors import did_you_mean
 from raypipe.registry._aliases import AliasTable
 from raypipe.registry._errors import (
     AliasNotFoundError,
+    ChampionChangedError,
     ModelNotFoundError,
     PromotionError,
     RegistryCorruptError,
@@ -46,6 +47,8 @@ from raypipe.registry._versions import VERSION_FILE, VersionStore, check_artifac
 from raypipe.runtime.storage import absolute_uri, resolve
 
 __all__ = ["ModelRegistry"]
+
+_ANY = object()  # promote() without an expected champion
 
 
 def _open_root(uri: str, filesystem: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
@@ -230,8 +233,8 @@ class ModelRegistry:
     def events(self, model_name: str) -> list[RegistryEvent]:
         """The event log of ``model_name``, oldest first.
 
-        A torn last line (a writer died mid-append on a store without atomic
-        appends) is skipped with a warning.
+        An unreadable line (a writer died mid-append, a hand edit) is skipped
+        with a warning naming the file and line; :meth:`verify` reports it.
 
         Raises:
             ModelNotFoundError: no such model.
@@ -378,6 +381,8 @@ class ModelRegistry:
         version: int | str,
         reason: str = "",
         details: Mapping[str, Any] | None = None,
+        *,
+        expected_champion: int | None | object = _ANY,
     ) -> ModelVersion:
         """Make ``version`` the champion; the previous champion becomes ``archived``.
 
@@ -392,8 +397,13 @@ class ModelRegistry:
             version: number, ``"3"``, an alias or ``"latest"``.
             reason: why, for the event log.
             details: evidence, e.g. the gate results.
+            expected_champion: the champion the candidate was compared with
+                (``None``: there was none).  Checked under the lock, so a
+                candidate never replaces a newer champion it was not gated against.
 
         Raises:
+            ChampionChangedError: the champion under the lock is not ``expected_champion``
+                (its ``current`` says which it is: compare again, then retry).
             ModelNotFoundError, VersionNotFoundError, AliasNotFoundError: bad target.
             LockTimeoutError: another writer kept the lock too long.
 
@@ -406,6 +416,12 @@ class ModelRegistry:
             _, number = self._resolve(name, version)
             aliases = self._aliases.read(name)
             previous = aliases.get(CHAMPION)
+            if expected_champion is not _ANY and previous != expected_champion:
+                raise ChampionChangedError(
+                    f"{self._where(name)}: version {number} was compared with champion {expected_champion}, "
+                    f"but the champion is now {previous}; compare it with the new champion before promoting.",
+                    current=previous,
+                )
             if previous != number:
                 self._move_champion(name, aliases, number)
                 self._events.append(
@@ -518,6 +534,55 @@ class ModelRegistry:
         alias = None if alias is None else check_alias(alias, where)
         with self._lock(name):
             return self._events.append(name, event, number, alias, reason, dict(details or {}))
+
+    def verify(self, model_name: str | None = None, version: int | str | None = None) -> dict[str, Any]:
+        """Check what the registry holds: every artifact against its sha256, every
+        event line, every alias.
+
+        Args:
+            model_name: one model; ``None``: every model.
+            version: one version of ``model_name``; ``None``: all its complete versions.
+
+        Returns:
+            ``{"models": n, "versions": n, "files": n, "events": n, "problems": [...]}``:
+            each problem one line naming the file (and line number, for events).
+
+        Raises:
+            ModelNotFoundError, VersionNotFoundError, AliasNotFoundError: nothing to check.
+
+        Example::
+
+            report = reg.verify("adult")
+            assert not report["problems"], "\\n".join(report["problems"])
+        """
+        names = [self._require_model(model_name)] if model_name is not None else self.models()
+        report: dict[str, Any] = {"models": len(names), "versions": 0, "files": 0, "events": 0, "problems": []}
+        problems: list[str] = report["problems"]
+        for name in names:
+            try:
+                aliases = self._aliases.read(name)
+            except RegistryError as exc:
+                problems.append(str(exc))
+                aliases = {}
+            if version is not None:
+                versions = [self.get(name, version)]
+            else:
+                versions = [v for v in (self._versions.load(name, n, aliases) for n in self._versions.numbers(name)) if v]
+                complete = {v.version for v in versions}
+                for alias, number in sorted(aliases.items()):
+                    if number not in complete:
+                        problems.append(f"{self._where(name)}: alias '{alias}' points at version {number}, "
+                                        f"which has no {VERSION_FILE}.")
+                events, bad_lines = self._events.read_checked(name)
+                report["events"] += len(events)
+                problems.extend(bad_lines)
+            for v in versions:
+                report["versions"] += 1
+                try:
+                    report["files"] += self._versions.verify(v)
+                except RegistryError as exc:
+                    problems.append(str(exc))
+        return report
 
     def clean_incomplete(self, model_name: str, older_than_s: float = 3600.0) -> list[int]:
         """Delete version folders without ``version.json`` untouched for ``older_than_s``.

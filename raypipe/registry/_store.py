@@ -33,6 +33,37 @@ from raypipe.registry._errors import RegistryCorruptError, RegistryError
 
 _CHUNK = 8 * 1024 * 1024
 
+# (path, size, mtime_ns, inode) -> sha256 of local artifacts already checked in this process.
+_VERIFIED: dict[tuple[str, int, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of the local file ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _mismatch(display: str, path: str, expected: str, actual: str) -> RegistryCorruptError:
+    return RegistryCorruptError(
+        f"registry {display}: {path} has sha256 {actual}, expected {expected} from version.json. "
+        f"The artifact was modified or truncated after registration; restore it or register the model again."
+    )
+
+
+def _after_torn_line(fd: int) -> bytes:
+    """``b"\\n"`` when the file open at ``fd`` is non-empty and does not end in a newline.
+
+    A writer that died mid-append leaves a torn last line; the next line must
+    start on a line of its own, or it is glued onto the torn one and lost with it.
+    """
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return b""
+    return b"" if os.pread(fd, 1, size - 1) == b"\n" else b"\n"
+
 
 def utc_now() -> str:
     """The current UTC time, ISO 8601 with microseconds (event and record times)."""
@@ -156,8 +187,10 @@ class Store:
         if not self.is_local:
             try:
                 self.fs.create_dir(self.parent(path), recursive=True)
+                existing = self.read_bytes(path) or b""
+                torn = b"\n" if existing and not existing.endswith(b"\n") else b""
                 with self.fs.open_append_stream(path) as stream:
-                    stream.write(line)
+                    stream.write(torn + line)
                 return
             except (NotImplementedError, pa.ArrowNotImplementedError):
                 # Object stores cannot append: rewrite the whole log atomically.
@@ -168,9 +201,9 @@ class Store:
                 return
         os.makedirs(self.parent(path), exist_ok=True)
         # One write(2) on an O_APPEND descriptor: the line lands whole, at the end.
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            os.write(fd, _after_torn_line(fd) + line)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -193,6 +226,40 @@ class Store:
             manifest[rel] = {"size": size, "sha256": digest.hexdigest()}
         return manifest
 
+    def verify_local(self, folder: str | Path, manifest: dict[str, dict[str, Any]]) -> int:
+        """Check every file of ``manifest`` under the local ``folder`` against its sha256.
+
+        A file whose size, mtime and inode are unchanged since its last check in
+        this process is not hashed again (versions are immutable; a rewrite
+        changes the mtime).
+
+        Returns:
+            The number of files checked.
+
+        Raises:
+            RegistryCorruptError: a file is missing or its digest differs, naming
+                the file, the expected and the actual digest.
+        """
+        for rel, entry in sorted(manifest.items()):
+            path = Path(folder) / rel
+            expected = entry.get("sha256")
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                raise RegistryCorruptError(
+                    f"registry {self.display}: {path} is missing; version.json lists it with sha256 {expected}. "
+                    f"The version was damaged after registration; register the model again."
+                ) from None
+            key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+            actual = _VERIFIED.get(key)
+            if actual is None:
+                actual = file_sha256(path)
+            if expected is not None and actual != expected:
+                _VERIFIED.pop(key, None)
+                raise _mismatch(self.display, str(path), expected, actual)
+            _VERIFIED[key] = actual
+        return len(manifest)
+
     def download_dir(self, src: str, dest: Path, manifest: dict[str, dict[str, Any]]) -> None:
         """Copy the files of ``src`` into ``dest``, checking each against ``manifest``."""
         prefix = src.rstrip("/") + "/"
@@ -209,11 +276,7 @@ class Store:
                     fout.write(chunk)
             expected = manifest.get(rel, {}).get("sha256")
             if expected is not None and expected != digest.hexdigest():
-                raise RegistryCorruptError(
-                    f"registry {self.display}: {info.path} has sha256 {digest.hexdigest()}, "
-                    f"expected {expected} from version.json. The artifact was modified or "
-                    f"truncated after registration; register the model again."
-                )
+                raise _mismatch(self.display, info.path, expected, digest.hexdigest())
 
     def delete_dir(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

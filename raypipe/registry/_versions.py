@@ -27,7 +27,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from raypipe.registry._errors import RegistryError
+from raypipe.registry._errors import RegistryCorruptError, RegistryError
 from raypipe.registry._records import CHAMPION, ModelVersion
 from raypipe.registry._store import Store, to_json, utc_now
 
@@ -194,11 +194,16 @@ class VersionStore:
         registry, else a checked download cached under ``cache_dir`` (versions are
         immutable, so a cached copy stays valid)."""
         if self._store.is_local:
-            return Path(self.folder(version.model, version.version))
+            # Checked here, on every load from the registry (serve, predict, gate,
+            # rollback): a local registry is as easy to damage as a bucket.
+            folder = Path(self.folder(version.model, version.version))
+            self._store.verify_local(folder, version.files)
+            return folder
         root_key = hashlib.sha256(cache_key.encode()).hexdigest()[:16]
         base = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "raypipe-registry-cache"
         target = base / root_key / version.model / str(version.version)
         if (target / VERSION_FILE).exists():
+            self._store.verify_local(target, version.files)
             return target
         staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}")
         self.download_into(version, staging)
@@ -208,6 +213,28 @@ class VersionStore:
             # Another process finished the same download first: theirs is as good as ours.
             shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    def verify(self, version: ModelVersion) -> int:
+        """Check every file of ``version`` where it is stored against its recorded sha256.
+
+        Returns:
+            The number of files checked.
+
+        Raises:
+            RegistryCorruptError: a file is missing, or has another digest.
+        """
+        folder = self.folder(version.model, version.version)
+        if self._store.is_local:
+            return self._store.verify_local(folder, version.files)
+        with tempfile.TemporaryDirectory(prefix="raypipe-verify-") as tmp:
+            self._store.download_dir(folder, Path(tmp), version.files)
+            missing = sorted(set(version.files) - {p.relative_to(tmp).as_posix() for p in Path(tmp).rglob("*") if p.is_file()})
+        if missing:
+            raise RegistryCorruptError(
+                f"{self._where(version.model)}: version {version.version} is missing {', '.join(missing)} "
+                f"listed in {VERSION_FILE}; register the model again."
+            )
+        return len(version.files)
 
     def clean_incomplete(self, name: str, older_than_s: float) -> list[int]:
         """Delete the folders without ``version.json`` untouched for ``older_than_s``;

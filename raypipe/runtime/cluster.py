@@ -9,9 +9,12 @@ started on this machine with ``ray start``), ``--address HOST:PORT`` or ``ray://
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 __all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "use_local_ray_env", "connect", "resolve_address", "ClusterUnreachable"]
@@ -94,6 +97,29 @@ def _current_cluster_address() -> str | None:
         return None
 
 
+@contextlib.contextmanager
+def _installed_package_first() -> Iterator[None]:
+    """Start Ray from the installed raypipe's parent folder when the working directory
+    shadows it.
+
+    Ray puts the driver's working directory first on every worker's ``sys.path``, so a
+    ``raypipe`` folder there (a clone, run from its parent folder) replaced the
+    installed package inside Ray Data and Ray Train.  Raypipe hands workers absolute
+    paths, so their working directory does not matter.
+    """
+    installed = Path(__file__).resolve().parents[2]
+    cwd = Path.cwd()
+    shadow = cwd / "raypipe"
+    if cwd.resolve() == installed or not (shadow.is_dir() or shadow.with_suffix(".py").exists()):
+        yield
+        return
+    os.chdir(installed)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
 def connect(address: str | None = None, *, configured_address: str | None = None, num_cpus: int | None = None,
             runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
             serve_fast_path: bool = False) -> None:
@@ -122,10 +148,12 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         kwargs: dict[str, Any] = {"runtime_env": dict(runtime_env or {}) or None, "log_to_driver": True}
         if target:
             _check_reachable(target, connect_timeout_s)
-            ray.init(address=target, **kwargs)
+            with _installed_package_first():
+                ray.init(address=target, **kwargs)
         else:
             use_local_ray_env(serve_fast_path)
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+            with _installed_package_first():
+                ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
         log.info("ray: %s", ray.cluster_resources())
     ctx = ray.data.DataContext.get_current()
     # Block order decides which rows each training worker gets; a fixed order

@@ -54,7 +54,7 @@ def _wait(predicate, timeout: float, what: str):
 def loop(tmp_path_factory, ray_cluster):
     from ray import serve
 
-    from raypipe.serving import serve_model
+    from raypipe import serve as serve_model  # the closed loop: the monitor can retrain
 
     base = tmp_path_factory.mktemp("loop")
     hours = pacsv.read_csv(ROOT / "data/bike-sharing/hour.csv", convert_options=pacsv.ConvertOptions(
@@ -127,7 +127,7 @@ def test_served_equals_logged_across_replica_and_monitor_restarts(loop):
 
     from raypipe.cli import cli
     from raypipe.monitor.actor import monitor_name
-    from raypipe.serving import serve_model
+    from raypipe import serve as serve_model  # the closed loop: the monitor can retrain
 
     cfg, url, rows, _ = loop
     session = requests.Session()

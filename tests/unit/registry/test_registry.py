@@ -375,11 +375,8 @@ def test_process_killed_between_temp_write_and_rename(tmp_path, artifacts):
     assert reg.get("adult").version == 1
     assert (model_dir / ".lock").exists()
 
-    with pytest.raises(LockTimeoutError, match=r"model 'adult' is locked by .* pid \d+ .* waited 0.2 s"):
-        ModelRegistry(tmp_path / "reg", lock_timeout_s=0.2).promote("adult", 2)
-    old = time.time() - 3600
-    os.utime(model_dir / ".lock", (old, old))  # the dead holder's lock is now stale
-    assert reg.promote("adult", 2).status == "champion"
+    # Its holder's pid is gone on this host: the lock is broken at once, not after stale_lock_s.
+    assert ModelRegistry(tmp_path / "reg", lock_timeout_s=0.2).promote("adult", 2).status == "champion"
     assert not (model_dir / ".lock").exists()
     assert [p.name for p in model_dir.iterdir() if ".stale-" in p.name] == []
 

@@ -1,0 +1,47 @@
+"""Stop signals for raypipe's long-running commands: SIGTERM behaves like Ctrl-C.
+
+``ray.init`` installs its own SIGTERM handler in the driver (``sys.exit(15)``, and
+Ray's core worker may print a C++ stack dump on the way out); Ray Train raises
+``SystemExit`` on SIGINT.  Kubernetes, systemd and ``docker stop`` send SIGTERM, so
+raypipe wants one behaviour for both signals: raise :class:`KeyboardInterrupt` in the
+main thread, let the command drain and flush what it holds, and exit with a
+documented status.  Call :func:`stop_on_signals` *after* Ray has started, so it
+replaces Ray's handler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["stop_on_signals", "STOP_SIGNALS"]
+
+#: The signals that ask a raypipe command to stop gracefully.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the main thread.
+
+    The previous handlers come back when the block ends.  Outside the main thread
+    (Python only delivers signals there) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
