@@ -78,11 +78,21 @@ def champion_path(cfg: Any) -> Path:
 
 def adult_row(cfg: Any) -> dict[str, Any]:
     """The first row of ``cfg``'s first data file as a ``/predict`` instance (typed, '?' as null)."""
+    return adult_rows(cfg, 1)[0]
+
+
+def adult_rows(cfg: Any, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` rows of ``cfg``'s first data file as ``/predict`` instances (typed, '?' as null)."""
     schema, source = cfg.data.schema_, cfg.data.source
+    rows = []
     with open(source.paths[0], newline="") as f:
-        values = [v.strip() for v in next(csv.reader(f))]
-    return {name: None if value == "?" else int(value) if schema.columns[name].type == "int" else value
-            for name, value in zip(source.column_names, values) if name != schema.label}
+        for record in csv.reader(f):
+            if len(rows) == n:
+                break
+            values = [v.strip() for v in record]
+            rows.append({name: None if value == "?" else int(value) if schema.columns[name].type == "int" else value
+                         for name, value in zip(source.column_names, values) if name != schema.label})
+    return rows
 
 
 def post_json(url: str, body: Any) -> dict[str, Any]:

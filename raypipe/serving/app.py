@@ -31,8 +31,7 @@ import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from ray import serve
 from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,15 +41,19 @@ from raypipe.config import BatchingConfig, load_config
 from raypipe.monitor.actor import monitor_name, start_monitor
 from raypipe.monitor.log import FEEDBACK, PREDICTIONS, LogWriter, feedback_rows, prediction_rows
 from raypipe.registry import ModelRegistry, RegistryError
+from raypipe.serving.contract import openapi_document
 from raypipe.serving.request import (
     InputSchema,
+    LabelSchema,
     RequestError,
     authorized,
     error_body,
+    feedback_items,
     load_api_key_hashes,
     new_prediction_ids,
     parse_json,
     prediction_body,
+    valid_prediction_id,
 )
 from raypipe.serving.settings import EndpointSettings, deployment_options, endpoint_settings
 
@@ -73,9 +76,11 @@ def _json_response(body: Any, status: int = 200, headers: dict[str, str] | None 
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    # Unknown routes and wrong methods answer in the SPEC's error format too.
+    # Unknown routes and wrong methods answer in the SPEC's error format too; a 405
+    # keeps Starlette's ``Allow`` header (RFC 9110 requires it).
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return _json_response(error_body(kind, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code)
+    return _json_response(error_body(kind, f"{request.method} {request.url.path}: {exc.detail}"), exc.status_code,
+                          dict(exc.headers or {}))
 
 
 @app.exception_handler(RequestValidationError)
@@ -83,6 +88,13 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     details = [{"field": ".".join(map(str, e.get("loc", ()))), "expected": e.get("msg", ""), "got": str(e.get("input"))[:80]}
                for e in exc.errors()]
     return _json_response(error_body("schema_violation", "the request does not match the API.", details), 422)
+
+
+@app.exception_handler(Exception)
+async def _server_fault(request: Request, exc: Exception) -> Response:
+    # A bug, never the client's data: JSON in the SPEC's format, the replica keeps serving.
+    log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc, exc_info=exc)
+    return _json_response(error_body("internal_error", f"{request.method} {request.url.path}: {type(exc).__name__}"), 500)
 
 
 def _unauthorized() -> RequestError:
@@ -97,6 +109,7 @@ class Loaded:
     version: int
     bundle: Any
     inputs: InputSchema
+    labels: LabelSchema
     info: dict[str, Any]
 
     @property
@@ -122,7 +135,7 @@ def load_version(registry: Any, name: str, ref: str | int) -> Loaded:
         "lineage_id": bundle.lineage.get("run_id"),
         "config_hash": bundle.lineage.get("config_hash"),
     }
-    return Loaded(name, version.version, bundle, InputSchema(bundle.schema), info)
+    return Loaded(name, version.version, bundle, InputSchema(bundle.schema), LabelSchema.of(bundle), info)
 
 
 class Endpoint:
@@ -148,8 +161,11 @@ class Endpoint:
         self.current: Loaded = load_version(self.registry, self.name, self.ref)
         self.challenger: Loaded | None = None
         self.shadow: Loaded | None = None
+        self.id_key = settings.id_key
+        self.read_timeout_s = cfg.request_timeout_s
         self._refresh_side_models()
-        self._predict_batch.set_max_batch_size(cfg.batching.max_batch_size)
+        # A batch can never hold more requests than a replica takes at once (Serve warns).
+        self._predict_batch.set_max_batch_size(min(cfg.batching.max_batch_size, cfg.max_ongoing_requests))
         self._predict_batch.set_batch_wait_timeout_s(cfg.batching.wait_timeout_ms / 1000.0)
         self._requests = metrics.Counter(
             "raypipe_requests_total", "HTTP requests by model, version and status code.", tag_keys=("model", "version", "status")
@@ -269,7 +285,18 @@ class Endpoint:
 
     @app.get("/docs", include_in_schema=False)
     async def docs(self) -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"raypipe: {self.name}")
+        # Swagger UI from the endpoint itself (the swagger-ui-bundle package): /docs works offline.
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"raypipe: {self.name}",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs/assets/favicon-32x32.png")
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def docs_asset(self, name: str) -> Response:
+        path = _SWAGGER_ASSETS.get(name)
+        if path is None:
+            return _json_response(error_body("not_found", f"GET /docs/assets/{name}: no such asset."), 404)
+        return FileResponse(path)
 
     @app.get("/monitor")
     async def monitor(self, request: Request) -> Response:
@@ -280,7 +307,11 @@ class Endpoint:
         if self.monitor_actor is None:
             body["monitoring"] = False
         else:
-            body.update(await self.monitor_actor.report.remote())
+            try:
+                body.update(await self.monitor_actor.report.remote())
+            except ray.exceptions.RayError as exc:  # restarting: ask again shortly
+                return _json_response(error_body("unavailable", f"the monitor does not answer ({type(exc).__name__}); retry."),
+                                      503, {"Retry-After": "2"})
             body["monitoring"] = True
         return _json_response(body)
 
@@ -297,7 +328,11 @@ class Endpoint:
                 model = self.challenger
             table = model.inputs.table(payload, self.max_instances)
             out = await self._predict_batch((model, table))
-            ids = new_prediction_ids(table.num_rows)
+            if isinstance(out, Exception):  # this request's own rows failed, predicted alone
+                raise RequestError(422, "unprocessable_values", f"the rows could not be transformed for the model: "
+                                   f"{type(out).__name__}: {str(out)[:300]}", [{"field": "$", "expected": "values the model's "
+                                   "features accept", "got": f"{table.num_rows} row(s) that fail its transform"}])
+            ids = new_prediction_ids(table.num_rows, self.id_key)
             row_ids = table.column(model.inputs.id_column).to_pylist() if model.inputs.id_column in table.column_names else None
             response = _json_response(prediction_body(out, model.ref, ids, row_ids))
             self._log(model, table, out, ids)
@@ -307,10 +342,10 @@ class Endpoint:
             status = exc.status
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             response = _json_response(exc.body(), exc.status, headers)
-        except Exception as exc:  # a bug, not bad input: answer 500 and keep serving
+        except Exception as exc:  # a bug, not bad input: answer 500 (JSON) and keep serving
             status = 500
             log.exception("predict failed")
-            response = _json_response(error_body("internal_error", f"{type(exc).__name__}: {exc}"), 500)
+            response = _json_response(error_body("internal_error", f"POST /predict: {type(exc).__name__}"), 500)
         tags = {"model": self.name, "version": str(model.version), "status": str(status)}
         self._requests.inc(tags=tags)
         self._latency.observe((time.perf_counter() - started) * 1000.0, tags={"model": self.name})
@@ -318,17 +353,40 @@ class Endpoint:
 
     @app.post("/feedback")
     async def feedback(self, request: Request) -> Response:
+        """Labels for logged predictions. Each item is checked on its own: an id this
+        deployment never issued (HMAC tag) or a label outside the model's classes (or
+        not a finite number, regression) is rejected and named; the rest are stored."""
         try:
             if not authorized(request.headers.get("authorization"), self.hashes):
                 raise _unauthorized()
-            items = _feedback_items(parse_json(await self._body(request)), self.max_instances)
+            items, prefix = feedback_items(parse_json(await self._body(request)), self.max_instances)
             if self.fb_log is None:
                 raise RequestError(409, "monitoring_disabled", f"feedback for {len(items)} prediction(s) cannot be stored: "
                                    "monitoring is not enabled for this endpoint. Hint: set monitor.enabled: true.")
+            labels = self.current.labels
+            good, rejected = [], []
+            for i, item in enumerate(items):
+                where = f"items[{i}]" if prefix == "items" else "$"
+                if not valid_prediction_id(item["prediction_id"], self.id_key):
+                    rejected.append({"field": f"{where}.prediction_id", "expected": "an id this endpoint issued",
+                                     "got": _short(item["prediction_id"]), "reason": "unknown_prediction"})
+                    continue
+                expected = labels.check(item["label"])
+                if expected is not None:
+                    rejected.append({"field": f"{where}.label", "expected": expected, "got": _short(item["label"]),
+                                     "reason": "invalid_label"})
+                    continue
+                good.append(item)
+            if not good:
+                unknown = all(r["reason"] == "unknown_prediction" for r in rejected)
+                raise RequestError(404 if unknown else 422, "unknown_prediction" if unknown else "invalid_label",
+                                   f"none of the {len(items)} feedback item(s) was accepted.", rejected[:100])
         except RequestError as exc:
-            return _json_response(exc.body(), exc.status)
-        self.fb_log.append(feedback_rows(items))
-        return _json_response({"accepted": len(items)})
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+            return _json_response(exc.body(), exc.status, headers)
+        self.fb_log.append(feedback_rows(good))
+        # The SPEC's {"accepted": n}; "rejected" only when an item was refused.
+        return _json_response({"accepted": len(good), **({"rejected": rejected[:100]} if rejected else {})})
 
     # ------------------------------------------------------------------ helpers
 
@@ -345,18 +403,30 @@ class Endpoint:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             raise RequestError(413, "too_large", f"the body has {int(declared)} bytes; the most is {self.max_bytes}.")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise RequestError(413, "too_large", f"the body exceeds {self.max_bytes} bytes.")
-            chunks.append(chunk)
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                size = 0
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise RequestError(413, "too_large", f"the body exceeds {self.max_bytes} bytes.")
+                    chunks.append(chunk)
+        except TimeoutError:
+            # A body that never completes must not hold a slot of the replica.
+            raise RequestError(408, "request_timeout", f"the body did not arrive within {self.read_timeout_s:g} s "
+                               f"({sum(map(len, chunks))} of {declared or 'unknown'} bytes). Hint: serve.request_timeout_s.") from None
         return b"".join(chunks)
 
     # The config's defaults; each replica sets its own config's values in __init__.
     @serve.batch(max_batch_size=_BATCHING.max_batch_size, batch_wait_timeout_s=_BATCHING.wait_timeout_ms / 1000.0)
-    async def _predict_batch(self, items: list[tuple[Loaded, pa.Table]]) -> list[dict[str, Any]]:
-        """Predict several requests' rows in one call per model version."""
+    async def _predict_batch(self, items: list[tuple[Loaded, pa.Table]]) -> list[Any]:
+        """Predict several requests' rows in one call per model version.
+
+        Requests are isolated: when the merged call fails, each request of the group
+        is predicted alone, and only the one that fails gets its exception back (as its
+        result: the caller answers 4xx); no error text carries another request's rows.
+        """
         results: list[Any] = [None] * len(items)
         groups: dict[int, list[int]] = {}
         for i, (model, _) in enumerate(items):
@@ -364,7 +434,18 @@ class Endpoint:
         for idx in groups.values():
             model = items[idx[0]][0]
             tables = [items[i][1] for i in idx]
-            out = model.bundle.predict(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+            try:
+                out = model.bundle.predict(tables[0] if len(tables) == 1 else pa.concat_tables(tables))
+            except Exception as exc:
+                if len(idx) == 1:
+                    results[idx[0]] = exc
+                    continue
+                for i, t in zip(idx, tables):
+                    try:
+                        results[i] = model.bundle.predict(t)
+                    except Exception as alone:
+                        results[i] = alone
+                continue
             start = 0
             for i, t in zip(idx, tables):
                 end = start + t.num_rows
@@ -391,54 +472,27 @@ class Endpoint:
         return {"model": self.shadow.ref, **self.shadow_stats}
 
     def _openapi(self) -> dict[str, Any]:
-        if self._openapi_cache is not None:
-            return self._openapi_cache
-        schema = get_openapi(title=f"raypipe: {self.name}", version=str(self.current.version), routes=app.routes,
-                             description=f"Predictions of {self.name} version {self.current.version} (task {self.current.bundle.task}).")
-        instance = self.current.inputs.openapi()
-        columns = list(instance["properties"])
-        body = {
-            "oneOf": [
-                {"type": "object", "required": ["instances"], "additionalProperties": False,
-                 "properties": {"instances": {"type": "array", "minItems": 1, "maxItems": self.max_instances, "items": instance}}},
-                {"type": "object", "required": ["columns", "data"], "additionalProperties": False,
-                 "properties": {"columns": {"type": "array", "items": {"type": "string", "enum": columns}},
-                                "data": {"type": "array", "minItems": 1, "maxItems": self.max_instances,
-                                         "items": {"type": "array"}}}},
-            ]
-        }
-        schema["paths"]["/predict"]["post"]["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
-        feedback = {"oneOf": [
-            {"type": "object", "required": ["prediction_id", "label"], "properties": {"prediction_id": {"type": "string"}, "label": {}}},
-            {"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {
-                "type": "object", "required": ["prediction_id", "label"],
-                "properties": {"prediction_id": {"type": "string"}, "label": {}}}}}},
-        ]}
-        schema["paths"]["/feedback"]["post"]["requestBody"] = {"required": True, "content": {_JSON: {"schema": feedback}}}
-        self._openapi_cache = schema
-        return schema
+        if self._openapi_cache is None:
+            model = self.current
+            self._openapi_cache = openapi_document(
+                name=self.name, version=model.version, task=model.bundle.task, inputs=model.inputs, labels=model.labels,
+                max_instances=self.max_instances, auth=bool(self.hashes), monitoring=self.fb_log is not None,
+            )
+        return self._openapi_cache
 
 
-def _feedback_items(payload: Any, max_items: int) -> list[dict[str, Any]]:
-    """``{"prediction_id", "label"}`` or ``{"items": [...]}`` as a list; 422 otherwise."""
-    items = payload.get("items") if isinstance(payload, dict) and set(payload) == {"items"} else [payload]
-    if not isinstance(items, list) or not items:
-        raise RequestError(422, "schema_violation", "items must be a non-empty list.",
-                           [{"field": "items", "expected": "a non-empty list", "got": type(items).__name__}])
-    if len(items) > max_items:
-        raise RequestError(413, "too_large", f"{len(items)} feedback items in one request; the most is {max_items}.")
-    details = []
-    for i, item in enumerate(items):
-        where = f"items[{i}]" if len(items) > 1 or "items" in (payload or {}) else "$"
-        if not isinstance(item, dict) or set(item) - {"prediction_id", "label"}:
-            details.append({"field": where, "expected": "an object with prediction_id and label", "got": str(item)[:80]})
-        elif not isinstance(item.get("prediction_id"), str) or not item["prediction_id"]:
-            details.append({"field": f"{where}.prediction_id", "expected": "a prediction id string", "got": str(item.get("prediction_id"))[:80]})
-        elif item.get("label") is None or isinstance(item["label"], (dict, list)):
-            details.append({"field": f"{where}.label", "expected": "a label value", "got": str(item.get("label"))[:80]})
-    if details:
-        raise RequestError(422, "schema_violation", "the feedback does not match {prediction_id, label}.", details[:100])
-    return items
+def _short(value: Any) -> Any:
+    return value if isinstance(value, (int, float, bool)) or value is None else str(value)[:80]
+
+
+def _swagger_assets() -> dict[str, str]:
+    import swagger_ui_bundle
+
+    root = swagger_ui_bundle.swagger_ui_path
+    return {name: str(root / name) for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")}
+
+
+_SWAGGER_ASSETS = _swagger_assets()
 
 
 Endpoint = serve.deployment(name="Endpoint")(serve.ingress(app)(Endpoint))

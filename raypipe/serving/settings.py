@@ -9,16 +9,17 @@ and hands each replica a frozen :class:`EndpointSettings`: the config's own type
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 from raypipe.config import MonitorConfig, PipelineConfig, ServeConfig
 from raypipe.errors import ConfigError
 from raypipe.registry import resolve_model, resolve_version
-from raypipe.runtime.storage import absolute_uri
+from raypipe.runtime.storage import absolute_uri, join_uri, resolve
 from raypipe.serving.request import load_api_key_hashes
 
-__all__ = ["EndpointSettings", "endpoint_settings", "deployment_options"]
+__all__ = ["EndpointSettings", "endpoint_settings", "deployment_options", "id_key"]
 
 log = logging.getLogger("raypipe.serve")
 
@@ -35,6 +36,8 @@ class EndpointSettings:
         monitor: the ``monitor`` config section, ``log_uri`` absolute.
         api_key_hashes: SHA-256 hashes of the accepted keys; ``None``: each replica
             reads ``serve.auth`` from its own environment (``serve deploy``).
+        id_key: the secret every replica tags prediction ids with (HMAC), so
+            ``/feedback`` on any replica knows an id this deployment issued.
     """
 
     registry_uri: str
@@ -43,6 +46,7 @@ class EndpointSettings:
     serve: ServeConfig
     monitor: MonitorConfig
     api_key_hashes: tuple[str, ...] | None = None
+    id_key: bytes = b""
 
 
 def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: bool = True) -> EndpointSettings:
@@ -69,14 +73,35 @@ def endpoint_settings(cfg: PipelineConfig, model: str | None = None, with_keys: 
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     log.info("serve: %s@%s is version %s", name, ref, version.version)
+    log_uri = absolute_uri(cfg.monitor.log_uri)
     return EndpointSettings(
         registry_uri=uri,
         model_name=name,
         model=ref,
         serve=cfg.serve,
-        monitor=cfg.monitor.model_copy(update={"log_uri": absolute_uri(cfg.monitor.log_uri)}),
+        monitor=cfg.monitor.model_copy(update={"log_uri": log_uri}),
         api_key_hashes=hashes,
+        id_key=id_key(join_uri(log_uri, name)) if cfg.monitor.enabled else secrets.token_bytes(32),
     )
+
+
+def id_key(log_root: str) -> bytes:
+    """The prediction-id key of the model whose log is ``log_root``: read from its
+    ``.id-key`` file (a dot-file: log readers skip it), created on first use. Kept
+    with the log, so ids issued before a redeploy or restart still take feedback."""
+    fs, path = resolve(join_uri(log_root, ".id-key"), "monitor.log_uri")
+    try:
+        with fs.open_input_stream(path) as f:
+            key = f.read()
+        if len(key) >= 32:
+            return key
+    except (FileNotFoundError, OSError):
+        pass
+    key = secrets.token_bytes(32)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as f:
+        f.write(key)
+    return key
 
 
 def deployment_options(cfg: PipelineConfig) -> dict[str, Any]:
@@ -86,6 +111,10 @@ def deployment_options(cfg: PipelineConfig) -> dict[str, Any]:
     return {
         "name": "Endpoint",
         "max_ongoing_requests": s.max_ongoing_requests,
+        # A replica that dies takes its in-flight requests with it: Serve retries what it
+        # had not sent; the health check finds a hung replica.
+        "health_check_period_s": 2.0,
+        "health_check_timeout_s": 10.0,
         "ray_actor_options": {"num_cpus": s.replica_cpus},
         "autoscaling_config": {
             "min_replicas": a.min_replicas,

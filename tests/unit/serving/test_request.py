@@ -8,7 +8,19 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from raypipe.serving.request import InputSchema, RequestError, authorized, hash_key, load_api_key_hashes, parse_json
+from raypipe.serving.request import (
+    SAFE_INT,
+    InputSchema,
+    LabelSchema,
+    RequestError,
+    authorized,
+    feedback_items,
+    hash_key,
+    load_api_key_hashes,
+    new_prediction_ids,
+    parse_json,
+    valid_prediction_id,
+)
 
 SCHEMA = {
     "task": "binary_classification",
@@ -41,11 +53,11 @@ def _error(inputs: InputSchema, payload, max_instances: int = 100) -> RequestErr
 def test_rows_and_columns_give_the_same_typed_table(inputs):
     rows = [
         {"age": 39, "hours": 40.5, "sex": "Male", "workclass": "Private", "married": True},
-        {"age": "52", "sex": "Female", "workclass": None},  # optional fields may be absent or null
+        {"age": 52.0, "sex": "Female", "workclass": None},  # optional fields may be absent or null; 52.0 is the integer 52
     ]
     a = inputs.table({"instances": rows}, 100)
     b = inputs.table({"columns": ["sex", "age", "hours", "workclass", "married"],
-                      "data": [["Male", 39, 40.5, "Private", True], ["Female", "52", None, None, None]]}, 100)
+                      "data": [["Male", 39, 40.5, "Private", True], ["Female", 52, None, None, None]]}, 100)
     assert a.equals(b)
     assert a.column_names == ["row_id", "age", "hours", "sex", "workclass", "married"]
     assert a.column("age").to_pylist() == [39, 52]
@@ -71,7 +83,7 @@ def test_schema_violations_name_field_expected_and_got(inputs):
     ]})
     assert err.status == 422 and err.type == "schema_violation"
     got = {d["field"]: (d["expected"], d["got"]) for d in err.details}
-    assert got["instances[5].hours"] == ("a number", "an object")
+    assert got["instances[5].hours"] == ("a finite number", "an object")
     err = _error(inputs, {"instances": [
         {"age": 7, "sex": "Male"}, {"age": 39, "sex": "Other"}, {"sex": "Male"}, {"age": "old", "sex": "Male"},
     ]})
@@ -80,7 +92,7 @@ def test_schema_violations_name_field_expected_and_got(inputs):
         "instances[0].age": (">= 17", "7"),
         "instances[1].sex": ("one of ['Female', 'Male']", "Other"),
         "instances[2].age": ("a value (the field is required)", None),
-        "instances[3].age": ("an integer", "old"),
+        "instances[3].age": (f"an integer between -{SAFE_INT} and {SAFE_INT}", "the string 'old'"),
     }
 
 
@@ -95,7 +107,7 @@ def test_typo_gets_did_you_mean(inputs):
     [
         ([], 422, "$"),
         ({"instances": {}}, 422, "instances"),
-        ({"instances": []}, 422, "$"),
+        ({"instances": []}, 422, "instances"),
         ({"instances": [1]}, 422, "instances[0]"),
         ({"instances": [{"age": 39, "sex": "Male"}] * 101}, 413, None),
         ({"columns": ["age"], "data": [[1, 2]]}, 422, "data[0]"),
@@ -165,3 +177,72 @@ def test_api_keys(monkeypatch, tmp_path):
     monkeypatch.delenv("KEYS")
     with pytest.raises(ValueError, match="KEYS is unset"):
         load_api_key_hashes("KEYS", None)
+
+
+# ----------------------------------------------------------------- issue 13 regressions
+
+
+def test_int_beyond_2_53_is_a_422_naming_the_field(inputs):
+    # Was: passed validation, failed the feature transform -> 500 for every request batched with it.
+    err = _error(inputs, {"instances": [{"age": 39, "sex": "Male", "row_id": 9234544920900004}]})
+    assert err.status == 422
+    assert [(d["field"], d["expected"]) for d in err.details] == [("instances[0].row_id", f"<= {SAFE_INT}")]
+    err = _error(inputs, {"instances": [{"age": 39, "sex": "Male", "row_id": -(2**70)}]})
+    assert [(d["field"], d["expected"]) for d in err.details] == [("instances[0].row_id", f">= -{SAFE_INT}")]
+    assert inputs.table({"instances": [{"age": 39, "sex": "Male", "row_id": SAFE_INT}]}, 10).column("row_id").to_pylist() == [SAFE_INT]
+    prop = inputs.openapi()["properties"]["row_id"]
+    assert prop == {"anyOf": [{"type": "integer", "minimum": -SAFE_INT, "maximum": SAFE_INT}, {"type": "null"}]}
+
+
+def test_lone_surrogate_and_huge_integer_are_400():
+    err = _raises(lambda: parse_json(b'{"instances": [{"education": "\\ud800"}]}'))
+    assert err.status == 400 and err.details[0]["field"] == "$.instances[0].education"
+    assert parse_json('{"a": "\\ud83d\\ude00"}'.encode()) == {"a": "\U0001f600"}  # a pair is one character
+    err = _raises(lambda: parse_json(b'{"a": ' + b"9" * 5000 + b"}"))
+    assert err.status == 400 and err.type == "malformed_request"
+
+
+def test_every_problem_is_listed_at_once(inputs):
+    err = _error(inputs, {"instances": [{"age": 7, "sex": "Robot", "bogus": 1}, 5]})
+    assert sorted(d["field"] for d in err.details) == ["instances[0].age", "instances[0].bogus", "instances[0].sex", "instances[1]"]
+
+
+@pytest.mark.parametrize("body", [True, 1, "x", None, [], {"items": []}, {"items": True}, {"items": [1]}, {"prediction_id": 3}])
+def test_feedback_shapes_are_422_never_a_crash(body):
+    err = _raises(lambda: feedback_items(body, 10))
+    assert err.status == 422 and err.details[0]["field"]
+
+
+def test_prediction_ids_verify_only_under_their_key():
+    ids = new_prediction_ids(3, b"k" * 32)
+    assert len(set(ids)) == 3 and all(valid_prediction_id(i, b"k" * 32) for i in ids)
+    assert not valid_prediction_id(ids[0], b"x" * 32)
+    forged = ids[0].rsplit("-", 2)[0] + "-7-" + ids[0].rsplit("-", 1)[1]
+    assert not valid_prediction_id(forged, b"k" * 32) and not valid_prediction_id("abc", b"k" * 32)
+
+
+def test_labels_follow_the_label_type():
+    classes = LabelSchema("binary_classification", ["<=50K", ">50K"])
+    assert classes.check(">50K") is None and classes.check("maybe") == "one of ['<=50K', '>50K']"
+    numbers = LabelSchema("regression", None)
+    assert numbers.check(3.5) is None and numbers.check(float("inf")) == "a finite number"
+    assert numbers.check(True) == "a finite number" and numbers.check("3") == "a finite number"
+    ints = LabelSchema("binary_classification", [0, 1])
+    assert ints.check(1) is None and ints.check(True) == "one of [0, 1]"
+
+
+def _raises(fn) -> RequestError:
+    with pytest.raises(RequestError) as info:
+        fn()
+    return info.value
+
+
+def test_category_codes_may_come_as_json_integers():
+    # Bike's weathersit is a category of "1".."4"; clients send 1. The document says so too.
+    inputs = InputSchema({"task": "regression", "label": "y", "columns": {
+        "w": {"type": "category", "allowed": ["1", "2"]}, "y": {"type": "float"}}})
+    assert inputs.table({"instances": [{"w": 1}, {"w": "2"}]}, 10).column("w").to_pylist() == ["1", "2"]
+    assert inputs.openapi()["properties"]["w"] == {"enum": ["1", "2", 1, 2]}
+    assert _error(inputs, {"instances": [{"w": 3}, {"w": True}]}).details == [
+        {"field": "instances[1].w", "expected": "a string (or an integer)", "got": "a boolean"},
+        {"field": "instances[0].w", "expected": "one of ['1', '2']", "got": "3", "rule": "allowed"}]
