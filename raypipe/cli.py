@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from raypipe.console import Console
+from raypipe.console import Console, stdout_to_stderr
 from raypipe.errors import RaypipeError
 
 log = logging.getLogger("raypipe")
@@ -70,21 +70,8 @@ def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
     if not enabled and (_console is None or _console.verbose):
         yield
         return
-    with (_console.ray_output() if _console is not None else _fd1_to_fd2()):
+    with (_console.ray_output() if _console is not None else stdout_to_stderr()):
         yield
-
-
-@contextlib.contextmanager
-def _fd1_to_fd2() -> Iterator[None]:
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _fail(exc: BaseException, as_json: bool, log_level: str) -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import IO, Any
 
-__all__ = ["LOG_DIR_ENV", "Console", "log_dir"]
+__all__ = ["LOG_DIR_ENV", "Console", "log_dir", "stdout_to_stderr"]
 
 #: Environment variable naming the folder of the command log files.
 LOG_DIR_ENV = "RAYPIPE_LOG_DIR"
@@ -37,6 +37,24 @@ _RATE_AFTER_S = 2.0
 def log_dir() -> str:
     """The folder the command log files go to (``$RAYPIPE_LOG_DIR``, else ``<tempdir>/raypipe-logs``)."""
     return os.environ.get(LOG_DIR_ENV) or os.path.join(tempfile.gettempdir(), "raypipe-logs")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to fd 1 where fd 2 goes, for the duration.
+
+    Ray forwards worker output to the driver's stdout; with ``--json`` stdout must hold the
+    JSON object alone, so the descriptor itself is redirected.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 class _StageLines(logging.Handler):
@@ -148,19 +166,10 @@ class Console:
             logging.basicConfig(level=getattr(logging, self.level), stream=sys.stderr,
                                 format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    @contextlib.contextmanager
-    def ray_output(self) -> Iterator[None]:
+    def ray_output(self) -> contextlib.AbstractContextManager[None]:
         """While Ray works: fd 1 goes where fd 2 goes (the log file, or the terminal's stderr
         when verbose), so Ray's forwarded worker output never mixes into stdout."""
-        sys.stdout.flush()
-        saved = os.dup(1)
-        os.dup2(2, 1)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            os.dup2(saved, 1)
-            os.close(saved)
+        return stdout_to_stderr()
 
     def close(self) -> None:
         """Restore the descriptors; name the log file if anything went there (else remove it)."""
