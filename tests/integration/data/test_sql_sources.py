@@ -316,6 +316,8 @@ def test_pipeline_commits_the_watermark_only_after_a_successful_run(ray_cluster,
     assert partial.rows["ingested"] == 5 and partial.watermarks[0]["committed"] is False
     second = Pipeline(cfg).run()
     assert second.rows["ingested"] == 5 and (second.watermarks[0]["previous"], second.watermarks[0]["current"]) == (1000, 1005)
-    with pytest.raises(DataError, match=r"no rows above the committed watermark \(events: id > 1005\)"):
-        Pipeline(cfg).run()
+    # Nothing new to ingest is a success (issue 14: a scheduler must not see a failure), with the reason.
+    idle = Pipeline(cfg).run()
+    assert idle.status == "nothing_new" and idle.stages_run == []
+    assert re.search(r"no rows above the committed watermark \(events: id > 1005\)", idle.message)
     assert json.loads(state_file.read_text())["value"] == 1005
