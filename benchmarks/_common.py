@@ -170,12 +170,13 @@ def adult_like(rows: int, seed: int = 0) -> pa.Table:
 
 def init_ray(cpus: int) -> None:
     """One local Ray cluster for the whole suite (random ports: Redis owns 6379), with the
-    environment ``raypipe`` gives a local Ray it starts."""
+    environment ``raypipe`` gives a local Ray it starts to serve (Serve's fast path on:
+    ``serve.fast_path``'s default)."""
     import ray
 
     from raypipe.runtime.cluster import use_local_ray_env
 
     if not ray.is_initialized():
-        use_local_ray_env()
+        use_local_ray_env(serve_fast_path=True)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=True)

@@ -272,25 +272,30 @@ def ingest_stream(config: str, max_messages, duration_s, only, address, profile,
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--model", "model_ref", default=None, metavar="NAME@REF", help="Model to serve: NAME@ALIAS (followed live) or NAME@VERSION (default: serve.model, the champion).")
 @click.option("--export-config", "export", type=click.Path(dir_okay=False), default=None, help="Write a Serve config for `serve deploy` to this file instead of deploying.")
+@click.option("--fast-path/--no-fast-path", "fast_path", default=None,
+              help="Serve's HAProxy ingress and throughput-optimized mode in the local Ray (default: serve.fast_path, on).")
 @_dashboard_option
 @_common
-def serve(config: str, model_ref: str | None, export: str | None, dashboard: bool | None, address, profile, overrides, as_json,
-          log_level) -> None:
+def serve(config: str, model_ref: str | None, export: str | None, fast_path: bool | None, dashboard: bool | None, address,
+          profile, overrides, as_json, log_level) -> None:
     """Deploy the model of CONFIG as an autoscaling HTTP endpoint on Ray Serve.
 
     On a local Ray this blocks until Ctrl-C; on a remote cluster (--address,
     cluster.address or RAY_ADDRESS) it returns once the endpoint answers.
     """
+    if fast_path is not None:
+        overrides = (*overrides, f"serve.fast_path={str(fast_path).lower()}")
     ctx = _make_ctx(address, profile, _with_dashboard(overrides, dashboard), as_json, log_level)
     try:
         cfg = ctx.load(config)
         if export:
             import yaml
 
-            from raypipe.serving.deploy import export_serve_config
+            from raypipe.serving.deploy import export_notes, export_serve_config
 
             body = export_serve_config(cfg, config, model_ref, profile, overrides)
             with open(export, "w", encoding="utf-8") as f:
+                f.writelines(f"# {line}\n" for line in export_notes(cfg))
                 yaml.safe_dump(body, f, sort_keys=False)
             click.echo(json.dumps({"status": "ok", "serve_config": export}) if as_json else
                        f"wrote {export}; deploy it with: serve deploy {export}")

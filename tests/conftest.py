@@ -14,13 +14,14 @@ import pytest
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster shared by the whole session, in the environment raypipe
-    gives a local Ray it starts (``LOCAL_RAY_ENV``)."""
+    gives a local Ray it starts for serving (``LOCAL_RAY_ENV`` and Serve's fast path,
+    ``serve.fast_path``'s default)."""
     import ray
 
     from raypipe.runtime.cluster import use_local_ray_env
 
     if not ray.is_initialized():
-        use_local_ray_env()
+        use_local_ray_env(serve_fast_path=True)
         ray.init(
             address="local",
             num_cpus=int(os.environ.get("RAYPIPE_TEST_CPUS", "2")),

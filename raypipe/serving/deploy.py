@@ -11,11 +11,12 @@ from ray import serve
 from raypipe.config import PipelineConfig
 from raypipe.monitor.actor import Retrain, start_monitor
 from raypipe.registry import ModelRegistry
-from raypipe.runtime.cluster import connect
+from raypipe.runtime.cluster import LOCAL_RAY_ENV, SERVE_FAST_PATH_ENV, connect
+from raypipe.runtime.haproxy import RETRY_ON
 from raypipe.serving.app import DEFAULT_RETRAIN, Endpoint
 from raypipe.serving.settings import deployment_options, endpoint_settings
 
-__all__ = ["serve_model", "export_serve_config", "ServeInfo"]
+__all__ = ["serve_model", "export_serve_config", "cluster_env", "export_notes", "ServeInfo"]
 
 log = logging.getLogger("raypipe.serve")
 
@@ -107,3 +108,33 @@ def export_serve_config(cfg: PipelineConfig, config_path: str, model: str | None
             }
         ],
     }
+
+
+def cluster_env(cfg: PipelineConfig) -> dict[str, str]:
+    """The environment every node of a cluster needs, where it is started, to serve ``cfg``
+    as a local Ray of raypipe's does: :data:`~raypipe.runtime.cluster.LOCAL_RAY_ENV`, and
+    with ``serve.fast_path`` the HAProxy ingress, the throughput-optimized mode and the
+    retry policy. Ray reads them when it starts; a Serve config cannot set them."""
+    env = dict(LOCAL_RAY_ENV)
+    if cfg.serve.fast_path:
+        env.update(SERVE_FAST_PATH_ENV, RAY_SERVE_HAPROXY_RETRY_ON=RETRY_ON)
+    return env
+
+
+def export_notes(cfg: PipelineConfig) -> list[str]:
+    """Comment lines for the top of the ``--export-config`` file: the cluster's environment
+    (:func:`cluster_env`) and what the fast path exposes there."""
+    env = " ".join(f"{key}={value!r}" if " " in value else f"{key}={value}" for key, value in cluster_env(cfg).items())
+    lines = [
+        f"Serve config of {cfg.name!r} written by `raypipe serve --export-config`; deploy it with `serve deploy FILE`.",
+        "Start every node of the cluster with this environment (Ray reads it at start; this file cannot set it):",
+        f"  {env} ray start ...",
+    ]
+    if cfg.serve.fast_path:
+        lines += [
+            "serve.fast_path: HAProxy on each node answers on http_options; its stats (8404) and Prometheus (9101)",
+            "ports and the replicas' ports listen on every interface there: keep them behind the cluster's firewall.",
+        ]
+    else:
+        lines.append("serve.fast_path is false: Ray's own Python proxy answers on http_options.")
+    return lines

@@ -458,3 +458,55 @@ def test_poison_clients_never_fail_valid_ones(served):
     print(f"\n[poison] valid {len(valid)} requests, {valid.count(False)} failed; poison {len(poison)} requests")
     assert len(valid) > 50 and valid.count(False) == 0
     assert poison and set(map(str, poison)) == {str((422, ["instances[0].capital_loss"]))}
+
+
+def _refuses_without_ray_token(port: int) -> bool:
+    """Whether the gRPC server on ``port`` answers a call without Ray's auth token with
+    UNAUTHENTICATED (Ray's token mode: core workers' servers and a replica's
+    inter-deployment server, both bound on every interface by Ray itself)."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        codes = set()
+        for method in ("/ray.rpc.CoreWorkerService/NumPendingTasks", "/ray.serve.ASGIService/HandleRequest"):
+            try:
+                channel.unary_unary(method)(b"", timeout=10)
+            except grpc.RpcError as exc:
+                codes.add(exc.code())
+    return codes == {grpc.StatusCode.UNAUTHENTICATED}
+
+
+def test_fast_path_listens_on_loopback_only(served):
+    # serve.http.host is 127.0.0.1 (the default), the fast path on (the default): every socket
+    # the endpoint's processes (HAProxy, the HAProxyManager and fallback proxy actors, the
+    # replicas) listen on is on loopback, or is a Ray gRPC server that demands the cluster's token.
+    import socket as socketlib
+
+    import psutil
+    from ray.util.state import list_actors
+
+    cfg, _, url, _ = served
+    port = cfg.serve.http.port
+    stats, metrics = (int(os.environ[f"RAY_SERVE_HAPROXY_{name}_PORT"]) for name in ("STATS", "METRICS"))
+    actors = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+              if a.class_name in ("HAProxyManager", "ProxyActor") or a.class_name.startswith(f"ServeReplica:{cfg.name}:")]
+    assert {a.class_name for a in actors} == {"HAProxyManager", "ProxyActor", f"ServeReplica:{cfg.name}:Endpoint"}
+    processes = [psutil.Process(a.pid) for a in actors]
+    haproxies = [child for p in processes for child in p.children() if child.name() == "haproxy"]
+    assert haproxies, "no haproxy process under Serve's HAProxyManager"
+    hap_sockets = {(c.laddr.ip, c.laddr.port) for h in haproxies for c in h.net_connections("inet")
+                   if c.status == psutil.CONN_LISTEN}
+    assert hap_sockets == {("127.0.0.1", port), ("127.0.0.1", stats), ("127.0.0.1", metrics)}
+    assert requests.get(f"http://127.0.0.1:{stats}/stats", timeout=10).status_code == 200
+    assert "haproxy_process" in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=10).text
+
+    beyond_loopback = []
+    for proc in processes + haproxies:
+        for conn in proc.net_connections("inet"):
+            listening = conn.status == psutil.CONN_LISTEN or (conn.type == socketlib.SOCK_DGRAM and not conn.raddr)
+            if listening and conn.laddr.ip not in ("127.0.0.1", "::1"):
+                beyond_loopback.append((proc.name(), conn.type.name, conn.laddr.ip, conn.laddr.port))
+    assert beyond_loopback, "expected Ray's own gRPC servers on every interface"
+    assert all(kind == "SOCK_STREAM" and name != "haproxy" for name, kind, _, _ in beyond_loopback), beyond_loopback
+    refusing = {entry: _refuses_without_ray_token(entry[3]) for entry in beyond_loopback}
+    assert all(refusing.values()), refusing
