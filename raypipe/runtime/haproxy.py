@@ -198,13 +198,14 @@ def _sweep(base: Path) -> None:
 
 
 def _base_dir() -> Path:
-    # Ray puts <node id (56 characters)>/admin.sock under the folder: a unix socket path
-    # must stay under 107 bytes, so a long RAY_TMPDIR gives way to /tmp.
+    # Ray puts <node id (56 characters)>/metrics.sock in the folder, and HAProxy takes a unix
+    # socket path of at most 97 bytes: a long RAY_TMPDIR gives way to /tmp.
     base = os.environ.get("RAY_TMPDIR") or "/tmp"
-    return Path(base if len(base) <= 20 else "/tmp")
+    longest = len(os.path.join(base, f"{DIR_PREFIX}{os.getpid()}", "n" * 56, "metrics.sock"))
+    return Path(base if longest <= 97 else "/tmp")
 
 
-def fast_path_env(stats_port: int, metrics_port: int) -> dict[str, str]:
+def fast_path_env(stats_port: int, metrics_port: int, base: Path | None = None) -> dict[str, str]:
     """The environment a local Ray needs for Serve's fast path on raypipe's terms.
 
     Creates this driver's private folder (``rp-hap-<pid>`` under ``RAY_TMPDIR`` or /tmp,
@@ -214,6 +215,8 @@ def fast_path_env(stats_port: int, metrics_port: int) -> dict[str, str]:
     Args:
         stats_port: loopback port of HAProxy's stats page.
         metrics_port: loopback port of HAProxy's Prometheus exporter.
+        base: where the folder goes (default ``RAY_TMPDIR`` if HAProxy's socket paths fit
+            under it, else /tmp).
 
     Returns:
         ``RAY_SERVE_*`` variables: HAProxy ingress and the throughput-optimized mode on,
@@ -224,7 +227,7 @@ def fast_path_env(stats_port: int, metrics_port: int) -> dict[str, str]:
         FileNotFoundError: no HAProxy binary is installed.
     """
     real = _real_binary()
-    base = _base_dir()
+    base = base or _base_dir()
     _sweep(base)
     folder = base / f"{DIR_PREFIX}{os.getpid()}"
     folder.mkdir(mode=0o700, exist_ok=True)

@@ -82,3 +82,20 @@ def test_set_errors_are_blamed_on_the_command_line(monkeypatch):
     result = CliRunner().invoke(cli, ["validate", "configs/quickstart.yaml", "--set", "model.nmu_boost_round=3"])
     assert "error: command line: --set model.nmu_boost_round=3: model.nmu_boost_round: unknown key" in result.output
     assert "configs/quickstart.yaml" not in result.output
+
+
+def test_export_config_names_the_environment_the_cluster_needs(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "serve.yaml"
+    result = _invoke("serve", "configs/quickstart.yaml", "--export-config", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    notes = [line for line in text.splitlines() if line.startswith("#")]
+    assert notes[2] == ("#   RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0 RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 "
+                        "RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 "
+                        "RAY_SERVE_HAPROXY_RETRY_ON='conn-failure empty-response response-timeout' ray start ...")
+    assert yaml.safe_load(text)["applications"][0]["import_path"] == "raypipe.serving.app:build"
+    result = _invoke("serve", "configs/quickstart.yaml", "--no-fast-path", "--export-config", out)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in out.read_text().splitlines() if line.startswith("#")]
+    assert "HA_PROXY" not in notes[2] and notes[-1] == "# serve.fast_path is false: Ray's own Python proxy answers on http_options."

@@ -96,15 +96,14 @@ def test_error_pages_are_json_in_the_spec_format(code, status, type_):
 
 @pytest.fixture
 def fake_haproxy(tmp_path, monkeypatch):
-    """A short RAY_TMPDIR (unix socket paths) and a fake binary named by
-    RAY_SERVE_HAPROXY_BINARY_PATH, which the launcher must wrap."""
+    """A base folder and a fake binary named by RAY_SERVE_HAPROXY_BINARY_PATH, which the
+    launcher must wrap."""
     base = tempfile.mkdtemp(prefix="rph-", dir="/tmp")
     fake = tmp_path / "haproxy"
     fake.write_text(f"#!{sys.executable}\nimport json, os, sys, time\n"
                     "open(os.environ['FAKE_OUT'] + '.tmp', 'w').write(json.dumps({'pid': os.getpid(), 'argv': sys.argv}))\n"
                     "os.rename(os.environ['FAKE_OUT'] + '.tmp', os.environ['FAKE_OUT'])\ntime.sleep(300)\n")
     fake.chmod(0o755)
-    monkeypatch.setenv("RAY_TMPDIR", base)
     monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(fake))
     monkeypatch.setenv("FAKE_OUT", str(tmp_path / "fake.json"))
     yield fake, Path(base), tmp_path / "fake.json"
@@ -129,7 +128,7 @@ def _wait(predicate, what: str, timeout_s: float = 60.0):
 
 def test_the_launcher_rewrites_execs_the_real_binary_and_dies_with_its_parent(fake_haproxy):
     fake, base, record = fake_haproxy
-    env = haproxy.fast_path_env(stats_port=18404, metrics_port=19101)
+    env = haproxy.fast_path_env(stats_port=18404, metrics_port=19101, base=base)
     folder = Path(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"]).parent
     assert folder == base / f"rp-hap-{os.getpid()}" and folder.stat().st_mode & 0o777 == 0o700
     assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == str(folder / "haproxy")
@@ -163,10 +162,18 @@ def test_a_new_driver_sweeps_the_folder_and_haproxy_of_a_dead_one(fake_haproxy):
     alive_driver = base / "rp-hap-1"  # pid 1 is alive: its folder stays
     alive_driver.mkdir()
     try:
-        haproxy.fast_path_env(stats_port=18404, metrics_port=19101)
+        haproxy.fast_path_env(stats_port=18404, metrics_port=19101, base=base)
         assert orphan.wait(timeout=30) == -signal.SIGKILL
         assert not stale.exists() and alive_driver.exists()
         assert sorted(p.name for p in base.iterdir()) == sorted(["rp-hap-1", f"rp-hap-{os.getpid()}"])
     finally:
         if orphan.poll() is None:
             orphan.kill()
+
+
+def test_the_folder_goes_under_ray_tmpdir_only_where_haproxy_socket_paths_fit(monkeypatch):
+    # HAProxy refuses a unix socket path over 97 bytes; Ray puts <node id>/metrics.sock there.
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp/r")
+    assert str(haproxy._base_dir()) == "/tmp/r"
+    monkeypatch.setenv("RAY_TMPDIR", "/tmp/rp-sf-ynzx1rjf")
+    assert str(haproxy._base_dir()) == "/tmp"
