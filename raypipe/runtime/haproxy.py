@@ -37,7 +37,13 @@ import signal
 import sys
 from pathlib import Path
 
-__all__ = ["fast_path_env", "rewrite_config", "haproxy_pids", "main", "ERROR_PAGES"]
+__all__ = ["SERVE_FAST_PATH_ENV", "fast_path_env", "rewrite_config", "haproxy_pids", "main", "ERROR_PAGES"]
+
+#: The switches of Serve's fast path (``serve.fast_path``, on by default): HAProxy as the
+#: HTTP ingress and the throughput-optimized mode. Ray reads them when it starts, so a
+#: cluster needs them where it is started; a local Ray that raypipe starts gets them with
+#: the rest of :func:`fast_path_env`.
+SERVE_FAST_PATH_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 #: Folder prefix of a driver's HAProxy files (``<base>/rp-hap-<driver pid>``); a folder whose
 #: driver is gone is swept, with any HAProxy still running from it, by the next driver.
@@ -244,8 +250,7 @@ def fast_path_env(stats_port: int, metrics_port: int, base: Path | None = None) 
     )
     launcher.chmod(0o700)
     return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        **SERVE_FAST_PATH_ENV,
         "RAY_SERVE_HAPROXY_BINARY_PATH": str(launcher),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(folder / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(folder / "admin.sock"),
