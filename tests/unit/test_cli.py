@@ -82,3 +82,60 @@ def test_set_errors_are_blamed_on_the_command_line(monkeypatch):
     result = CliRunner().invoke(cli, ["validate", "configs/quickstart.yaml", "--set", "model.nmu_boost_round=3"])
     assert "error: command line: --set model.nmu_boost_round=3: model.nmu_boost_round: unknown key" in result.output
     assert "configs/quickstart.yaml" not in result.output
+
+
+def _registry_with_two_versions(tmp_path):
+    """adult-income v1 (promoted, first) and v2 (rejected against v1), artifacts on disk."""
+    from raypipe.registry import ModelRegistry
+
+    reg = ModelRegistry(str(tmp_path / "registry"))
+    for number, auc in ((1, 0.9), (2, 0.8)):
+        art = tmp_path / f"art{number}"
+        art.mkdir()
+        (art / "model.ubj").write_bytes(b"booster %d" % number)
+        (art / "lineage.json").write_text(json.dumps({
+            "run_id": f"r{number}", "trigger": "manual" if number == 1 else "drift", "config": {"secret": "not shown"},
+            "config_hash": "c" * 64, "data_fingerprint": f"{number}" * 64, "rows": {"ingested": 100, "train": 70},
+            "git_commit": "abc1234", "packages": {"ray": "2.60.0", "xgboost": "3.0.0"}}))
+        reg.register("adult-income", art, metrics={"roc_auc": auc, "rows": 30}, run_id=f"r{number}")
+    v1 = {"passed": True, "reasons": [{"passed": True, "message": "roc_auc 0.9 >= 0.85: passed"}]}
+    reg.promote("adult-income", 1, reason="gates passed", details={"gate": v1, "champion_version": None})
+    v2 = {"passed": False, "reasons": [{"passed": False, "message": "roc_auc 0.8 >= 0.85: failed"}]}
+    reg.reject("adult-income", 2, reason="gates failed", details={"gate": v2, "champion_version": 1})
+    return reg
+
+
+def test_models_show_reads_as_text_and_json_keeps_every_field(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.chdir(ROOT)
+    _registry_with_two_versions(tmp_path)
+    where = ("--set", f"registry.uri={tmp_path / 'registry'}")
+    text = _invoke("models", "show", QUICKSTART, "2", *where)
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert lines[0] == "adult-income version 2: rejected (aliases: none)"
+    assert lines[1].endswith("run r2, trigger drift")
+    assert "  roc_auc                  0.8000" in lines and "  rows                     30" in lines
+    assert lines[lines.index("gate: REJECTED") + 1] == "  FAIL roc_auc 0.8 >= 0.85: failed"
+    assert f"  data fingerprint  {'2' * 64}" in lines and f"  config hash       {'c' * 64}" in lines
+    assert "  parent            version 1 (the champion it was gated against)" in lines
+    assert "  rows              ingested 100, train 70" in lines
+    digest = hashlib.sha256(b"booster 2").hexdigest()
+    assert f"  model.ubj                   9 B  sha256 {digest}" in lines
+    assert [ln.split()[1] for ln in lines[lines.index("events:") + 1:]] == ["registered", "rejected"]
+    assert "{" not in text.output and "not shown" not in text.output
+
+    first = _invoke("models", "show", QUICKSTART, *where)  # default: the champion
+    assert first.exit_code == 0, first.output
+    assert first.output.splitlines()[0] == "adult-income version 1: champion (aliases: champion)"
+    assert "  parent            none (no champion when it was gated)" in first.output.splitlines()
+    assert "  ok   roc_auc 0.9 >= 0.85: passed" in first.output.splitlines()
+
+    as_json = _invoke("models", "show", QUICKSTART, "2", "--json", *where)
+    assert as_json.exit_code == 0, as_json.output
+    body = json.loads(as_json.output)
+    assert (body["version"], body["status"], body["parent"], body["gate"]["passed"]) == (2, "rejected", 1, False)
+    assert body["files"]["model.ubj"] == {"sha256": digest, "size": 9}
+    assert body["lineage"]["data_fingerprint"] == "2" * 64 and "config" not in body["lineage"]
+    assert [e["event"] for e in body["events"]] == ["registered", "rejected"]
