@@ -139,3 +139,26 @@ def test_models_show_reads_as_text_and_json_keeps_every_field(tmp_path, monkeypa
     assert body["files"]["model.ubj"] == {"sha256": digest, "size": 9}
     assert body["lineage"]["data_fingerprint"] == "2" * 64 and "config" not in body["lineage"]
     assert [e["event"] for e in body["events"]] == ["registered", "rejected"]
+
+
+def test_monitor_report_renders_a_saved_status_and_names_an_unreachable_endpoint(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.chdir(ROOT)
+    saved = tmp_path / "status.json"
+    saved.write_text(json.dumps({"model": {"name": "adult-income", "version": 3}, "monitoring": True, "windows": 0,
+                                 "logged_rows": 5, "labelled_rows": 0, "window_rows": 100,
+                                 "drift": {"method": "psi", "threshold": 0.2, "consecutive_windows": 0, "alert_after": 1},
+                                 "last_window": None, "history": [], "alerts": [], "retrain": {"running": True, "count": 0, "history": []}}))
+    out = tmp_path / "monitor.html"
+    result = _invoke("monitor", "report", QUICKSTART, "--from-json", saved, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert result.output == f"wrote {out}: adult-income version 3, 0 windows (open it in a browser)\n"
+    page = out.read_text()
+    assert "<h1>raypipe monitor: adult-income version 3</h1>" in page and "<h2>Retraining (0 done, running)</h2>" in page
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = _invoke("monitor", "report", QUICKSTART, "--url", f"http://127.0.0.1:{port}", "-o", tmp_path / "x.html")
+    assert down.exit_code == 1 and not (tmp_path / "x.html").exists()
+    assert f"error: monitor report: cannot reach http://127.0.0.1:{port}/monitor (ConnectionError)" in down.output
