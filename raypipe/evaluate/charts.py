@@ -172,7 +172,7 @@ def heatmap(title: str, rows: Sequence[str], columns: Sequence[Any], values: Seq
         return ""
     label_w, cell_h = 130, 16
     cell_w = max(4.0, min(24.0, 640 / len(columns)))
-    width = int(label_w + cell_w * len(columns) + 10)
+    width = max(int(label_w + cell_w * len(columns) + 10), 430)  # room for the colour key below
     height = _PAD + cell_h * len(rows) + 30
     top = 2 * threshold if threshold > 0 else max((v for r in values for v in r if v is not None), default=1.0) or 1.0
     cells = []
@@ -192,7 +192,7 @@ def heatmap(title: str, rows: Sequence[str], columns: Sequence[Any], values: Seq
                          f"<title>{esc(tip)}</title></rect>")
     axis = (f'<text x="{label_w}" y="{_PAD - 6}" font-size="10">{esc(columns[0])}</text>'
             f'<text x="{label_w + cell_w * len(columns):.1f}" y="{_PAD - 6}" font-size="10" text-anchor="end">{esc(columns[-1])}</text>'
-            f'<text x="{label_w + cell_w * len(columns) / 2:.1f}" y="{height - 8}" font-size="11" text-anchor="middle">{esc(xlabel)}; '
+            f'<text x="{label_w}" y="{height - 8}" font-size="11">{esc(xlabel)}; '
             f'white 0, red ≥ {axis_number(top)}, outlined &gt; {axis_number(threshold)}</text>')
     return (f'<figure><figcaption>{esc(title)}</figcaption><svg width="{width}" height="{height}" role="img" '
             f'aria-label="{esc(title)}">{"".join(cells)}{axis}</svg></figure>')
