@@ -405,8 +405,8 @@ def retrain(config: str, address, profile, overrides, as_json, log_level) -> Non
     model = result.get("model") or {}
     click.echo(f"retrain {result['run_id']}: {result['status']}, {result['production_rows']:,} labeled production rows; "
                f"version {model.get('version')} {'promoted to champion' if result['promoted'] else 'not promoted'}")
-    for reason in (result.get("gate") or {}).get("reasons", []):
-        click.echo(f"  {'ok  ' if reason['passed'] else 'FAIL'} {reason['message']}")
+    for line in _gate_lines(result.get("gate")):
+        click.echo(line)
 
 
 @cli.group()
@@ -634,6 +634,11 @@ def models_show(config: str, ref: str, address, profile, overrides, as_json, log
     click.echo(_version_text(body))
 
 
+def _gate_lines(gate: dict[str, Any] | None) -> list[str]:
+    """One line per gate check: ``  ok   rmse 57.2 <= 150.0: passed`` or ``  FAIL …``."""
+    return [f"  {'ok  ' if r['passed'] else 'FAIL'} {r['message']}" for r in (gate or {}).get("reasons", [])]
+
+
 def _version_text(body: dict[str, Any]) -> str:
     """``raypipe models show``: one version for a person (``--json`` has every field)."""
     lineage = body["lineage"]
@@ -648,7 +653,7 @@ def _version_text(body: dict[str, Any]) -> str:
     gate = body.get("gate")
     if gate:
         lines.append(f"gate: {'passed' if gate['passed'] else 'REJECTED'}")
-        lines += [f"  {'ok  ' if r['passed'] else 'FAIL'} {r['message']}" for r in gate.get("reasons", [])]
+        lines += _gate_lines(gate)
     else:
         lines.append("gate: not decided (registered without gating)")
     parent = body.get("parent")

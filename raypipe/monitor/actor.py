@@ -46,7 +46,7 @@ __all__ = ["monitor_name", "Monitor", "start_monitor", "stop_monitor"]
 log = logging.getLogger("raypipe.monitor")
 
 _LABELS_KEPT = 2_000_000  # feedback labels held for the window joins (bounded memory)
-_HISTORY_KEPT = 200  # windows summarised in report()["history"] (what the monitoring page plots)
+_HISTORY_KEPT = 100  # windows summarised in report()["history"] (what the monitoring page plots)
 
 
 def monitor_name(model: str) -> str:
@@ -218,7 +218,7 @@ class Monitor:
         body.update(window=self.windows, closed_by=window.reason, champion=champion,
                     versions=sorted(set(table.column("model_version").to_pylist())))
         self.reports.append(body)
-        self.history.append(window_summary(body))
+        self.history.append(_window_summary(body))
         for feature, drift in report.features.items():
             if drift.score is not None:
                 self._gauge_drift.set(drift.score, tags={"model": self.name, "feature": feature, "method": drift.method or ""})
@@ -347,7 +347,7 @@ class Monitor:
             return {"logged_rows": self.logged_rows, "windows": self.windows}
 
 
-def window_summary(report: dict[str, Any]) -> dict[str, Any]:
+def _window_summary(report: dict[str, Any]) -> dict[str, Any]:
     """One closed window in a few numbers (``report()["history"]``): drift score and
     data-quality rates per feature, the live metrics, the champion that was checked."""
     features = report.get("features") or {}
