@@ -308,13 +308,12 @@ def test_monitor_actor_restarts_on_another_node_when_its_node_is_removed(multino
         stop_monitor(cfg.model_name)
     assert node != head.node_id
     # What the Serve test logged (0 when it did not run): the actor holds no state the log does not.
-    import glob
     import time
 
-    import pyarrow.parquet as pq
+    from raypipe.monitor.log import PREDICTIONS, read_all
 
-    files = glob.glob(f"{cfg.monitor.log_uri}/{cfg.model_name}/predictions/*.parquet")
-    logged = sum(pq.read_metadata(f).num_rows for f in files)
+    table = read_all(f"{cfg.monitor.log_uri}/{cfg.model_name}", PREDICTIONS)
+    logged = table.num_rows if table is not None else 0
 
     def counted(deadline_s: float = 120) -> int:
         deadline = time.monotonic() + deadline_s
@@ -326,9 +325,14 @@ def test_monitor_actor_restarts_on_another_node_when_its_node_is_removed(multino
     (victim,) = [n for n in cluster.worker_nodes if n.node_id == node]
     cluster.remove_node(victim, allow_graceful=False)
     try:
-        # max_restarts=-1 and max_task_retries=-1: the same handle answers from the new actor.
-        moved_to = _node_of_actor(monitor)
-        assert moved_to != node and moved_to in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        # The actor process outlives its raylet for a moment (it may still answer); once the
+        # GCS has declared the node dead, the actor restarts elsewhere (max_restarts=-1), and
+        # the same handle answers from the new one (max_task_retries=-1).
+        deadline = time.monotonic() + 180
+        while (moved_to := _node_of_actor(monitor)) == node and time.monotonic() < deadline:
+            time.sleep(0.5)
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        assert moved_to != node and node not in alive and moved_to in alive
         assert counted() == logged  # the restarted actor re-read the whole log
         assert _node_of_actor(ray.get_actor(monitor_name(cfg.model_name), namespace="raypipe")) == moved_to
     finally:
@@ -349,8 +353,7 @@ def test_ray_job_submit_with_relative_paths_runs_on_the_cluster(multinode, tmp_p
     cluster, _, _ = multinode
     job = tmp_path / "job"
     (job / "data").mkdir(parents=True)
-    _csvs(job / "data", files=3, rows=500)
-    _config(tmp_path, [])
+    _config(tmp_path, _csvs(job / "data", files=3, rows=500))
     raw = yaml.safe_load((tmp_path / "mn.yaml").read_text())
     raw["name"] = "mn-job"
     raw["data"]["source"]["paths"] = [f"data/part{f}.csv" for f in range(3)]
