@@ -8,29 +8,23 @@ same code the HTTP endpoint runs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy
 
 from raypipe.bundle import ModelBundle, input_columns
-from raypipe.config import CsvSource, JsonSource, ParquetSource, SchemaConfig
+from raypipe.config import CsvSource, JsonSource, ParquetSource, SchemaConfig, ValidationConfig
 from raypipe.data import provenance as prov
-from raypipe.data.ingest import QUARANTINE_RECORD, ValidatedStream, unpack_quarantine
-from raypipe.data.provenance import source_name
-from raypipe.data.sources import read_source
-from raypipe.data.task_errors import unwrap_task_errors
-from raypipe.data.watermark import watermark_session
-from raypipe.errors import ConfigError, DataError, StageError
+from raypipe.data.ingest import ingest
+from raypipe.errors import ConfigError
 from raypipe.registry import open_registry, resolve_version
 from raypipe.runtime.cluster import connect
-from raypipe.runtime.storage import absolute_uri, resolve
+from raypipe.runtime.storage import absolute_uri, is_local, resolve
 
 __all__ = ["predict_dataset", "prediction_table", "collect", "batch_predict"]
 
@@ -202,22 +196,24 @@ def _replace(fs: pafs.FileSystem, staged: str | None, target: str) -> None:
         _remove(fs, aside)
 
 
-def _write_one_file(batches: Iterable[pa.Table], fs: pafs.FileSystem, path: str, fmt: str, empty_schema: pa.Schema) -> None:
-    """Write ``batches`` into ONE file at ``path`` (one CSV header, one Parquet footer).
+def _write_one_file(ds: Any, fs: pafs.FileSystem, path: str, fmt: str, empty_schema: pa.Schema) -> None:
+    """Stream ``ds``'s batches into ONE file at ``path`` (one CSV header, one Parquet footer).
 
     Batches arrive on the driver one at a time, so memory stays at a few blocks whatever
     the row count.
     """
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
     writer: Any = None
     schema: pa.Schema | None = None
     with fs.open_output_stream(path) as sink:
-        for batch in batches:
-            if not batch.num_rows:
-                continue  # an all-quarantined block: its (empty) columns may be typed null
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             if fmt == "csv":
                 batch = _csv_ready(batch)
             if fmt == "jsonl":
-                sink.write(batch.to_pandas().to_json(orient="records", lines=True).encode())
+                if batch.num_rows:
+                    sink.write(batch.to_pandas().to_json(orient="records", lines=True).encode())
                 continue
             if writer is None:
                 schema = batch.schema
@@ -228,68 +224,6 @@ def _write_one_file(batches: Iterable[pa.Table], fs: pafs.FileSystem, path: str,
             writer = pacsv.CSVWriter(sink, empty_schema) if fmt == "csv" else pq.ParquetWriter(sink, empty_schema)
         if writer is not None:
             writer.close()
-
-
-def _write_parts(batches: Iterable[pa.Table], fs: pafs.FileSystem, folder: str, fmt: str) -> None:
-    """Write each non-empty batch of ``batches`` as its own file in ``folder`` (``--folder``)."""
-    fs.create_dir(folder, recursive=True)
-    part = 0
-    for batch in batches:
-        if not batch.num_rows:
-            continue
-        name = f"{folder}/part-{part:05d}.{fmt}"
-        part += 1
-        if fmt == "parquet":
-            pq.write_table(batch, name, filesystem=fs)
-            continue
-        with fs.open_output_stream(name) as sink:
-            if fmt == "csv":
-                pacsv.write_csv(_csv_ready(batch), sink)
-            else:
-                sink.write(batch.to_pandas().to_json(orient="records", lines=True).encode())
-
-
-class _ValidateAndPredict:
-    """Ray Data actor: validate a block against the model's schema and predict its valid
-    rows in the same call; quarantine records ride in ``__rp_q`` (see
-    :class:`raypipe.data.ingest.ValidatedStream`)."""
-
-    def __init__(self, files: dict[str, bytes], keep: list[str], schema: SchemaConfig, source: str):
-        self.bundle = ModelBundle.from_files(files)
-        self.keep = keep
-        self.stream = ValidatedStream(schema, source, "error", then=self._predict)
-
-    def _predict(self, valid: pa.Table) -> pa.Table:
-        if not valid.num_rows:  # every row of the block quarantined: no model call
-            return _empty_output_schema(self.bundle, self.keep, "parquet").empty_table()
-        return prediction_table(self.bundle, valid, self.keep)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.stream(batch)
-
-
-_RENAMED = {prov.FILE: "source_file", prov.LINE: "source_line"}
-
-
-def _split_predictions(ds: Any, fs: pafs.FileSystem, quarantine_dir: str, counts: dict[str, int]) -> Iterator[pa.Table]:
-    """The prediction batches of ``ds`` (the output of :class:`_ValidateAndPredict`), as
-    they arrive; each batch's quarantine records are written to ``quarantine_dir`` as a
-    Parquet part file on the way. ``counts`` (input, predicted, quarantined) is kept
-    exact as batches pass: every row is in exactly one of the two outputs."""
-    part = 0
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        records = batch.column(QUARANTINE_RECORD)
-        counts["input"] += batch.num_rows
-        if records.null_count < batch.num_rows:
-            bad = batch.filter(pc.is_valid(records)).select([QUARANTINE_RECORD])
-            fs.create_dir(quarantine_dir, recursive=True)
-            pq.write_table(unpack_quarantine(bad), f"{quarantine_dir}/part-{part:05d}.parquet", filesystem=fs)
-            part += 1
-            counts["quarantined"] += bad.num_rows
-            batch = batch.filter(pc.is_null(records))
-        batch = batch.drop_columns([QUARANTINE_RECORD])
-        counts["predicted"] += batch.num_rows
-        yield batch.rename_columns([_RENAMED.get(n, n) for n in batch.column_names])
 
 
 def _empty_output_schema(bundle: ModelBundle, keep: Sequence[str], fmt: str) -> pa.Schema:
@@ -316,10 +250,6 @@ def batch_predict(
 ) -> dict[str, Any]:
     """``raypipe predict``: validate the input rows against the model's schema, predict
     with the bundle on a Ray Data actor pool, write CSV, Parquet or JSON Lines.
-
-    One streaming pass: read → validate → transform → predict in one actor call per
-    block, and the driver writes each block's predictions (and quarantine records) as
-    it arrives; no stage is materialized, and the counts are summed on the way.
 
     Output: a path ending in ``.csv``, ``.parquet`` or ``.jsonl`` is ONE file (one
     header); a path without such an extension, or ``folder=True``, is a folder of part
@@ -353,45 +283,43 @@ def batch_predict(
     bundle = ModelBundle.load(registry.local_path(version.model, version.version))
     id_column = bundle.schema.get("id")
     schema = SchemaConfig(columns=input_columns(bundle.schema), id=id_column, extra_columns="drop")
-    source = _input_source(cfg, input_uri)
+    data = cfg.data.model_copy(update={
+        "source": _input_source(cfg, input_uri),
+        "schema_": schema,
+        "validation": ValidationConfig(max_invalid_fraction=1.0),
+    })
+    run_cfg = cfg.model_copy(update={"data": data})
     connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
             dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
     fs.create_dir(out_path.rpartition("/")[0] or "/", recursive=True)
     staged_out, staged_q = _sibling(out_path, "tmp"), _sibling(q_path, "tmp")
-    counts = {"input": 0, "predicted": 0, "quarantined": 0}
-    keep = ([id_column] if id_column else []) + [prov.FILE, prov.LINE]
+    base = out_uri[: len(out_uri) - len(out_path)] if not is_local(out_uri) else ""
     try:
-        with unwrap_task_errors("predict"):
-            with watermark_session(out_uri + ".quarantine-state"):
-                raw = read_source(source)
-            cpus = int(ray.cluster_resources().get("CPU", 1))
-            predicted = raw.map_batches(
-                _ValidateAndPredict,
-                fn_constructor_kwargs={"files": bundle.to_files(), "keep": keep, "schema": schema,
-                                       "source": source_name(source)},
-                batch_format="pyarrow", batch_size=None, compute=_actor_pool((1, max(1, cpus))), num_cpus=1,
-                zero_copy_batch=True,
-            )
-            batches = _split_predictions(predicted, fs, staged_q, counts)
-            if as_folder:
-                _write_parts(batches, fs, staged_out, out_fmt)
-            else:
-                names = ([id_column] if id_column else []) + ["source_file", "source_line"]
-                _write_one_file(batches, fs, staged_out, out_fmt, _empty_output_schema(bundle, names, out_fmt))
-        if counts["input"] == 0:
-            raise DataError(f"--input: {input_uri}: no rows were read. Hint: check the path and its format.")
-        if counts["predicted"] + counts["quarantined"] != counts["input"]:
-            raise StageError(f"predict: {counts['input']} rows in, but {counts['predicted']} predicted + "
-                             f"{counts['quarantined']} quarantined. This is a raypipe bug.")
-        _replace(fs, staged_q if counts["quarantined"] else None, q_path)
+        result = ingest(run_cfg, quarantine_uri=base + staged_q, state_uri=out_uri + ".quarantine-state")
+        keep = ([id_column] if id_column else []) + [prov.FILE, prov.LINE]
+        predicted = predict_dataset(bundle, result.dataset, keep=keep)
+        predicted = predicted.rename_columns({prov.FILE: "source_file", prov.LINE: "source_line"})
+        if not as_folder:
+            names = ([id_column] if id_column else []) + ["source_file", "source_line"]
+            _write_one_file(predicted, fs, staged_out, out_fmt, _empty_output_schema(bundle, names, out_fmt))
+        elif out_fmt == "csv":
+            predicted.map_batches(_csv_ready, batch_format="pyarrow", batch_size=None).write_csv(base + staged_out)
+        elif out_fmt == "parquet":
+            predicted.write_parquet(base + staged_out)
+        else:
+            predicted.write_json(base + staged_out)
+        if as_folder and not _exists(fs, staged_out):
+            fs.create_dir(staged_out)  # no valid row: Ray wrote no part file
+        _replace(fs, staged_q if result.quarantine_path else None, q_path)
         _replace(fs, staged_out, out_path)
     finally:
         for staged in (staged_out, staged_q):
             if _exists(fs, staged):
                 _remove(fs, staged)
+    counts = result.counts
     return {
         "model": {"name": version.model, "version": version.version},
-        "rows": dict(counts),
+        "rows": {"input": counts["ingested"], "predicted": counts["valid"], "quarantined": counts["quarantined"]},
         "output": out_uri,
-        "quarantine": out_uri + ".quarantine" if counts["quarantined"] else None,
+        "quarantine": out_uri + ".quarantine" if result.quarantine_path else None,
     }

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +38,7 @@ from raypipe.data.watermark import Watermark, watermark_session
 from raypipe.errors import DataError, NothingToIngest, StageError, ValidationError
 from raypipe.runtime.storage import absolute_uri, resolve
 
-__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "infer_schema_section", "QUARANTINE_RECORD",
-           "ValidatedStream", "unpack_quarantine"]
+__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "infer_schema_section", "QUARANTINE_RECORD"]
 
 #: Column of the validation stream that carries a quarantine record as JSON (null on valid rows).
 QUARANTINE_RECORD = "__rp_q"
@@ -77,27 +75,14 @@ class IngestResult:
 # --------------------------------------------------------------------------- the one pass
 
 
-class ValidatedStream:
-    """map_batches UDF: valid rows, then quarantine records packed into ``__rp_q``.
+class _Validate:
+    """map_batches UDF: valid rows, then quarantine records packed into ``__rp_q``."""
 
-    Args:
-        schema: the schema every row is validated against.
-        source: the source's name, recorded in quarantine records.
-        missing_columns: ``"error"`` (a declared column missing from a file is a
-            ``SchemaError``) or ``"null"`` (read as missing values).
-        then: applied to each block's valid rows before they are emitted (batch
-            prediction runs the model here, in the same pass).
-    """
-
-    def __init__(self, schema: SchemaConfig, source: str, missing_columns: str = "error",
-                 then: Callable[[pa.Table], pa.Table] | None = None):
+    def __init__(self, schema: SchemaConfig, source: str, missing_columns: str = "error"):
         self.validator = BatchValidator(schema, source, missing_columns)
-        self.then = then
 
     def __call__(self, table: pa.Table) -> pa.Table:
         valid, bad = self.validator(table)
-        if self.then is not None:
-            valid = self.then(valid)
         out = valid.append_column(QUARANTINE_RECORD, pa.nulls(valid.num_rows, pa.string()))
         if not bad.num_rows:
             return out
@@ -107,8 +92,8 @@ class ValidatedStream:
         return pa.concat_tables([out, pa.Table.from_arrays(filler, schema=out.schema)])
 
 
-def unpack_quarantine(table: pa.Table) -> pa.Table:
-    """``__rp_q`` JSON back into quarantine columns (raw values as strings); a map_batches UDF."""
+def _unpack(table: pa.Table) -> pa.Table:
+    """map_batches UDF: ``__rp_q`` JSON back into quarantine columns (raw values as strings)."""
     records = [json.loads(s) for s in table.column(QUARANTINE_RECORD).to_pylist()]
     data: dict[str, None] = {}
     for r in records:
@@ -185,7 +170,7 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = Non
             schema = inferred_schema(infer_schema(_sample(raw, INFER_SAMPLE_ROWS)), data.schema_)
             missing = "null"
         stream = raw.map_batches(
-            ValidatedStream(schema, name, missing), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
+            _Validate(schema, name, missing), batch_format="pyarrow", batch_size=None, zero_copy_batch=True
         ).materialize()
         ingested = stream.count()
         if ingested == 0:
@@ -196,7 +181,7 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = Non
             raise DataError(f"data.source: {name}: no rows were read. Hint: check the paths, table or query.")
         is_record = col(QUARANTINE_RECORD).is_not_null()
         quarantine = stream.filter(expr=is_record).select_columns([QUARANTINE_RECORD])
-        quarantine = quarantine.map_batches(unpack_quarantine, batch_format="pyarrow", batch_size=None).materialize()
+        quarantine = quarantine.map_batches(_unpack, batch_format="pyarrow", batch_size=None).materialize()
         n_bad = quarantine.count()
         if n_bad:
             valid = stream.filter(expr=col(QUARANTINE_RECORD).is_null()).drop_columns([QUARANTINE_RECORD]).materialize()
