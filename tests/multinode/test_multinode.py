@@ -3,7 +3,10 @@
 What one node cannot show: Ray Data's read/validate tasks land on several nodes and the
 counts stay exact; a 2-worker training places one worker per node (SPREAD) with
 non-empty shards balanced to one row, and gives the same model bytes as PACK;
-``num_workers: auto`` sizes from the cluster.
+``num_workers: auto`` sizes from the cluster (plan and run report); a worker node removed
+mid-training resumes from its checkpoint with the same rows; Serve replicas on two nodes
+answer; the monitor actor restarts on another node; ``ray job submit --working-dir .``
+with relative data paths.
 """
 
 from __future__ import annotations
