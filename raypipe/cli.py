@@ -410,8 +410,8 @@ def retrain(config: str, address, profile, overrides, as_json, log_level) -> Non
     model = result.get("model") or {}
     click.echo(f"retrain {result['run_id']}: {result['status']}, {result['production_rows']:,} labeled production rows; "
                f"version {model.get('version')} {'promoted to champion' if result['promoted'] else 'not promoted'}")
-    for reason in (result.get("gate") or {}).get("reasons", []):
-        click.echo(f"  {'ok  ' if reason['passed'] else 'FAIL'} {reason['message']}")
+    for line in _gate_lines(result.get("gate")):
+        click.echo(line)
 
 
 @cli.group()
@@ -428,27 +428,70 @@ def monitor_status(config: str, url: str | None, api_key_env: str | None, addres
     """Drift, data quality and live performance per feature, from the endpoint's GET /monitor."""
     ctx = _make_ctx(address, profile, overrides, as_json, log_level)
     try:
-        import requests
-
-        cfg = ctx.load(config)
-        host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
-        url = (url or f"http://{host}:{cfg.serve.http.port}").rstrip("/")
-        env = api_key_env or cfg.serve.auth.api_keys_env
-        key = (os.environ.get(env, "").split(",")[0].strip() if env else "")
-        try:
-            r = requests.get(url + "/monitor", headers={"Authorization": f"Bearer {key}"} if key else {}, timeout=30)
-        except requests.RequestException as exc:
-            raise RaypipeError(f"monitor status: cannot reach {url}/monitor ({exc.__class__.__name__}). "
-                               "Hint: is `raypipe serve` running? Pass --url otherwise.") from None
-        if r.status_code != 200:
-            raise RaypipeError(f"monitor status: {url}/monitor answered {r.status_code}: {r.text[:300]}")
-        body = r.json()
+        body = _fetch_monitor(ctx.load(config), url, api_key_env, "monitor status")
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     if as_json:
         click.echo(json.dumps(body))
         return
     click.echo(_monitor_table(body))
+
+
+def _fetch_monitor(cfg, url: str | None, api_key_env: str | None, command: str) -> dict:
+    """The JSON of the endpoint's ``GET /monitor`` (``url`` or serve.http of ``cfg``)."""
+    import requests
+
+    host = "127.0.0.1" if cfg.serve.http.host in ("0.0.0.0", "::") else cfg.serve.http.host
+    url = (url or f"http://{host}:{cfg.serve.http.port}").rstrip("/")
+    env = api_key_env or cfg.serve.auth.api_keys_env
+    key = (os.environ.get(env, "").split(",")[0].strip() if env else "")
+    headers = {"Accept": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    try:
+        r = requests.get(url + "/monitor", headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise RaypipeError(f"{command}: cannot reach {url}/monitor ({exc.__class__.__name__}). "
+                           "Hint: is `raypipe serve` running? Pass --url otherwise.") from None
+    if r.status_code != 200:
+        raise RaypipeError(f"{command}: {url}/monitor answered {r.status_code}: {r.text[:300]}")
+    return r.json()
+
+
+@monitor.command("report")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="monitor.html", show_default=True,
+              help="Write the page here.")
+@click.option("--url", default=None, help="Endpoint URL (default: http://serve.http.host:port).")
+@click.option("--api-key-env", default=None, help="Environment variable holding an API key (default: the first of serve.auth.api_keys_env).")
+@click.option("--from-json", "from_json", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Render a saved `raypipe monitor status --json` instead of asking the endpoint.")
+@_common
+def monitor_report(config: str, output: str, url: str | None, api_key_env: str | None, from_json: str | None, address, profile,
+                   overrides, as_json, log_level) -> None:
+    """Write the monitoring page (the page GET /monitor shows a browser) as one HTML file.
+
+    Drift per feature over the windows, the live metric against its bounds, data-quality
+    rates, alerts and the retraining history with each gate's decision, as inline-SVG
+    plots: the file opens offline.
+    """
+    ctx = _make_ctx(address, profile, overrides, as_json, log_level)
+    try:
+        from raypipe.monitor.page import render_monitor_html
+
+        if from_json:
+            with open(from_json, encoding="utf-8") as fh:
+                body = json.load(fh)
+        else:
+            body = _fetch_monitor(ctx.load(config), url, api_key_env, "monitor report")
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(render_monitor_html(body))
+    except Exception as exc:  # noqa: BLE001 - rendered for the user
+        _fail(exc, as_json, log_level)
+    model = body.get("model") or {}
+    if as_json:
+        click.echo(json.dumps({"status": "ok", "report": output, "model": model, "windows": body.get("windows")}))
+    else:
+        click.echo(f"wrote {output}: {model.get('name')} version {model.get('version')}, {body.get('windows', 0)} windows "
+                   "(open it in a browser)")
 
 
 def _monitor_table(body: dict) -> str:
@@ -586,10 +629,53 @@ def models_show(config: str, ref: str, address, profile, overrides, as_json, log
     except Exception as exc:  # noqa: BLE001 - rendered for the user
         _fail(exc, as_json, log_level)
     body = {**version.to_dict(), "events": events, "lineage": {k: v for k, v in lineage.items() if k != "config"}}
+    gated = next((e for e in reversed(events) if e["event"] in ("promoted", "rejected") and "gate" in e["details"]), None)
+    body["gate"] = (gated or {}).get("details", {}).get("gate")
+    # The parent: the champion this version was gated against (None for a first version).
+    body["parent"] = (gated or {}).get("details", {}).get("champion_version")
     if as_json:
         click.echo(json.dumps(body, default=str))
         return
-    click.echo(json.dumps(body, indent=2, default=str))
+    click.echo(_version_text(body))
+
+
+def _gate_lines(gate: dict[str, Any] | None) -> list[str]:
+    """One line per gate check: ``  ok   rmse 57.2 <= 150.0: passed`` or ``  FAIL …``."""
+    return [f"  {'ok  ' if r['passed'] else 'FAIL'} {r['message']}" for r in (gate or {}).get("reasons", [])]
+
+
+def _version_text(body: dict[str, Any]) -> str:
+    """``raypipe models show``: one version for a person (``--json`` has every field)."""
+    lineage = body["lineage"]
+    aliases = ", ".join(body["aliases"]) or "none"
+    lines = [f"{body['model']} version {body['version']}: {body['status']} (aliases: {aliases})",
+             f"  registered {body['created_at']} by {body.get('actor') or '?'}; run {body.get('run_id')}, "
+             f"trigger {lineage.get('trigger') or body['tags'].get('trigger') or '?'}"]
+    scalars = {k: v for k, v in body["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if scalars:
+        lines.append("metrics (test):")
+        lines += [f"  {k:<24} {v:.4f}" if isinstance(v, float) else f"  {k:<24} {v:,}" for k, v in scalars.items()]
+    gate = body.get("gate")
+    if gate:
+        lines.append(f"gate: {'passed' if gate['passed'] else 'REJECTED'}")
+        lines += _gate_lines(gate)
+    else:
+        lines.append("gate: not decided (registered without gating)")
+    parent = body.get("parent")
+    rows = lineage.get("rows") or {}
+    packages = lineage.get("packages") or {}
+    lines += ["lineage:",
+              f"  data fingerprint  {lineage.get('data_fingerprint')}",
+              f"  config hash       {lineage.get('config_hash')}",
+              f"  parent            {f'version {parent} (the champion it was gated against)' if parent else 'none (no champion when it was gated)'}",
+              "  rows              " + ", ".join(f"{k} {v:,}" for k, v in rows.items() if isinstance(v, int)),
+              f"  git commit        {lineage.get('git_commit') or '?'}",
+              "  packages          " + ", ".join(f"{k} {v}" for k, v in packages.items())]
+    lines.append(f"artifacts ({body['uri']}):")
+    lines += [f"  {path:<16} {f['size']:>12,} B  sha256 {f['sha256']}" for path, f in sorted(body["files"].items())]
+    lines.append("events:")
+    lines += [f"  {e['ts']}  {e['event']:<18} {e.get('reason') or ''}".rstrip() for e in body["events"]]
+    return "\n".join(lines)
 
 
 @models.command("promote")

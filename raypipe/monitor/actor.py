@@ -46,6 +46,7 @@ __all__ = ["monitor_name", "Monitor", "start_monitor", "stop_monitor"]
 log = logging.getLogger("raypipe.monitor")
 
 _LABELS_KEPT = 2_000_000  # feedback labels held for the window joins (bounded memory)
+_HISTORY_KEPT = 100  # windows summarised in report()["history"] (what the monitoring page plots)
 
 
 def monitor_name(model: str) -> str:
@@ -92,6 +93,7 @@ class Monitor:
         self.logged_rows = 0
         self.windows = 0
         self.reports: deque[dict[str, Any]] = deque(maxlen=20)
+        self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY_KEPT)
         self.alerts: deque[dict[str, Any]] = deque(maxlen=50)
         self.consecutive = 0
         self.rows_since_retrain = 0
@@ -216,6 +218,7 @@ class Monitor:
         body.update(window=self.windows, closed_by=window.reason, champion=champion,
                     versions=sorted(set(table.column("model_version").to_pylist())))
         self.reports.append(body)
+        self.history.append(_window_summary(body))
         for feature, drift in report.features.items():
             if drift.score is not None:
                 self._gauge_drift.set(drift.score, tags={"model": self.name, "feature": feature, "method": drift.method or ""})
@@ -303,7 +306,8 @@ class Monitor:
         self._retrains_total.inc(tags={"model": self.name, "trigger": kind, "outcome": outcome})
         record = {"trigger": kind, "outcome": outcome, "model": result.get("model"), "run_id": result.get("run_id"),
                   "production_rows": result.get("production_rows"), "error": result.get("error"),
-                  "metrics": result.get("metrics"), "finished_at": time.time()}
+                  "metrics": result.get("metrics"), "gate": result.get("gate"),
+                  "window": (self.retrain_started or {}).get("window"), "finished_at": time.time()}
         self.retrains.append(record)
         self.registry.log_event(self.name, "retrain_finished", (result.get("model") or {}).get("version"),
                                 reason=f"{kind}: {outcome}", details=record)
@@ -328,6 +332,9 @@ class Monitor:
                 "drift": {"method": mon.drift.method, "threshold": mon.drift.threshold,
                           "consecutive_windows": self.consecutive, "alert_after": mon.drift.consecutive_windows},
                 "last_window": self.reports[-1] if self.reports else None,
+                "history": list(self.history),
+                "performance": (None if self.cfg.retrain.on_performance is None else
+                                self.cfg.retrain.on_performance.model_dump(mode="json")),
                 "alerts": list(self.alerts)[-10:],
                 "retrain": {"running": self.retrain_ref is not None, "current": self.retrain_started,
                             "count": len(self.retrains), "history": self.retrains[-10:],
@@ -338,6 +345,21 @@ class Monitor:
         """Rows logged so far (for the served == logged check)."""
         with self._lock:
             return {"logged_rows": self.logged_rows, "windows": self.windows}
+
+
+def _window_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """One closed window in a few numbers (``report()["history"]``): drift score and
+    data-quality rates per feature, the live metrics, the champion that was checked."""
+    features = report.get("features") or {}
+
+    def per_feature(key: str) -> dict[str, Any]:
+        return {name: f.get(key) for name, f in features.items()}
+
+    return {"window": report.get("window"), "rows": report.get("rows"), "labelled": report.get("labelled"),
+            "champion": report.get("champion"), "drifting": list(report.get("drifting") or []),
+            "drift": per_feature("score"), "null_rate": per_feature("null_rate"),
+            "out_of_range_rate": per_feature("out_of_range_rate"), "unseen_rate": per_feature("unseen_rate"),
+            "prediction_drift": (report.get("prediction") or {}).get("score"), "live_metrics": report.get("live_metrics")}
 
 
 def _absolute_paths(node: Any) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from raypipe.runtime import haproxy
 from raypipe.runtime.haproxy import SERVE_FAST_PATH_ENV
+from raypipe.runtime.storage import working_dir
 
 __all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect",
            "endpoints", "resolve_address", "ClusterUnreachable"]
@@ -214,6 +215,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
     import ray.data
 
     if not ray.is_initialized():
+        working_dir()  # remembered: a job's working directory may be replaced during ray.init
         target = resolve_address(address, configured_address)
         kwargs: dict[str, Any] = {"runtime_env": dict(runtime_env or {}) or None, "log_to_driver": True}
         if target:
@@ -223,6 +225,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
             _endpoints.clear()
             _endpoints.update(dashboard=info.dashboard_url and f"http://{info.dashboard_url}", metrics=None, token_path=None,
                               local=False)
+            working_dir()  # back into it if the job's runtime env unpacked it again
         else:
             use_local_ray_env(serve_fast_path)
             port = _free_port(metrics_export_port) if metrics_export_port else None

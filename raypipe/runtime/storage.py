@@ -19,11 +19,56 @@ Example::
 from __future__ import annotations
 
 import os
+import time
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-__all__ = ["absolute_uri", "is_local", "join_uri", "resolve"]
+__all__ = ["absolute_uri", "is_local", "join_uri", "resolve", "working_dir"]
+
+#: The working directory this process last saw (see :func:`working_dir`).
+_last_working_dir: str | None = None
+
+#: How long :func:`working_dir` waits for a replaced working directory to come back.
+_REAPPEAR_S = 30.0
+
+
+def working_dir() -> str:
+    """This process's working directory, re-entered by its path when it was replaced.
+
+    A driver started by ``ray job submit --working-dir`` runs in the job's unpacked
+    package; when several raylets share one machine (``ray start`` twice, or
+    ``ray.cluster_utils.Cluster``), each node's runtime-env agent deletes and unpacks
+    that same folder again as the job starts (Ray's ``download_and_unpack_package``
+    with ``overwrite``), so the driver's directory is deleted under it and
+    ``os.getcwd()`` fails with a bare "[Errno 2] No such file or directory". The same
+    path holds the same files again a moment later: this goes back into it.
+
+    Raises:
+        FileNotFoundError: the directory is gone and did not come back; the message
+            names it.
+    """
+    global _last_working_dir
+    try:
+        _last_working_dir = os.getcwd()
+        return _last_working_dir
+    except FileNotFoundError:
+        if _last_working_dir is None:
+            raise FileNotFoundError(
+                "the working directory of this process was deleted (os.getcwd() failed) before raypipe saw it. "
+                "Hint: run from an existing directory, or use absolute paths."
+            ) from None
+    deadline = time.monotonic() + _REAPPEAR_S
+    while not os.path.isdir(_last_working_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        os.chdir(_last_working_dir)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the working directory {_last_working_dir} was deleted while raypipe ran and did not come back "
+            f"within {_REAPPEAR_S:g} s; relative paths cannot be resolved. Hint: use absolute paths or URIs."
+        ) from None
+    return _last_working_dir
 
 
 def is_local(uri: str) -> bool:
@@ -39,7 +84,8 @@ def absolute_uri(uri: str) -> str:
     '/tmp/x'
     """
     if is_local(uri):
-        return os.path.abspath(os.path.expanduser(uri.removeprefix("file://")))
+        path = os.path.expanduser(uri.removeprefix("file://"))
+        return os.path.normpath(os.path.join(working_dir(), path))
     return uri
 
 

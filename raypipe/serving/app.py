@@ -31,7 +31,7 @@ import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from ray import serve
 from ray.util import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,6 +40,7 @@ from raypipe.bundle import ModelBundle
 from raypipe.config import BatchingConfig, load_config
 from raypipe.monitor.actor import monitor_name, start_monitor
 from raypipe.monitor.log import FEEDBACK, PREDICTIONS, LogWriter, feedback_rows, prediction_rows
+from raypipe.monitor.page import prefers_html, render_monitor_html
 from raypipe.registry import ModelRegistry, RegistryError
 from raypipe.serving.contract import openapi_document
 from raypipe.serving.request import (
@@ -313,6 +314,8 @@ class Endpoint:
                 return _json_response(error_body("unavailable", f"the monitor does not answer ({type(exc).__name__}); retry."),
                                       503, {"Retry-After": "2"})
             body["monitoring"] = True
+        if prefers_html(request.headers.get("accept")):  # a browser: the monitoring page
+            return HTMLResponse(render_monitor_html(body))
         return _json_response(body)
 
     @app.post("/predict")

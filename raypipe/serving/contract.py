@@ -166,10 +166,13 @@ def openapi_document(*, name: str, version: int, task: str, inputs: InputSchema,
                                                   "Name, version, metrics, schema, lineage."), True),
             "/monitor": get("Monitoring report", _ok({"type": "object", "required": ["model", "monitoring"],
                                                       "properties": {"model": _model_ref(), "monitoring": {"type": "boolean"}}},
-                                                     "Drift, quality and live performance."), True),
+                                                     "Drift, quality and live performance; the monitoring page "
+                                                     "(text/html) when Accept prefers HTML."), True),
         },
         "components": {"schemas": {"Error": ERROR_SCHEMA}},
     }
+    # A browser asking for HTML gets the monitoring page (raypipe.monitor.page) instead.
+    doc["paths"]["/monitor"]["get"]["responses"]["200"]["content"]["text/html"] = {"schema": {"type": "string"}}
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer",
                                                            "description": "An API key of serve.auth."}}

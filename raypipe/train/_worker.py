@@ -27,6 +27,7 @@ import numpy as np
 import xgboost as xgb
 from xgboost.callback import EarlyStopping
 
+import ray
 import ray.train
 from ray.train import Checkpoint, CheckpointConsistencyMode
 from ray.train.xgboost import RayTrainReportCallback
@@ -52,7 +53,7 @@ class LoopConfig:
         early_stopping_maximize: whether larger is better for it.
         report_every, checkpoint_every: as in the spec.
         has_valid: whether a ``valid`` dataset is there.
-        fault: the test hook's ``{"round", "marker"[, "rank"]}`` (see ``FAULT_ENV``), or ``None``.
+        fault: the test hook's ``{"round", "marker"[, "rank"][, "hold"]}`` (see ``FAULT_ENV``), or ``None``.
     """
 
     params: dict[str, Any]
@@ -387,6 +388,14 @@ class ReportCheckpointCallback(RayTrainReportCallback):
         # Crash only once the checkpoints reported so far are persisted, so
         # the test knows which checkpoint the restart resumes from.
         self._session.wait_persisted()
+        if fault.get("hold"):
+            # The test removes this worker's node (the marker names it): the process
+            # dies with its node. The bound keeps a failed test from hanging forever.
+            marker.write_text(f"node {ray.get_runtime_context().get_node_id()}\n")
+            deadline = time.monotonic() + fault["hold"]
+            while time.monotonic() < deadline:
+                time.sleep(0.1)
+            return
         marker.write_text(f"killed at round {rounds}\n")
         os._exit(1)
 

@@ -26,7 +26,9 @@ from raypipe.train._resources import WorkerPlan, plan_workers
 from raypipe.train.spec import TrainResult, TrainSpec, check_spec
 
 #: Test hook, read on the driver: "ROUND:MARKER_PATH[:RANK]" makes that worker
-#: kill its process (os._exit) once at ROUND, then never again (marker file).
+#: kill its process (os._exit) once at ROUND, then never again (marker file);
+#: "ROUND:MARKER_PATH:RANK:hold=S" holds it at ROUND for up to S seconds instead,
+#: its node id in the marker, so a test can remove that node.
 FAULT_ENV = "RAYPIPE_TRAIN_INJECT_FAILURE"
 
 _DEFAULT_STORAGE = os.path.join(tempfile.gettempdir(), "raypipe-train")
@@ -358,8 +360,13 @@ def _fault_from_env() -> dict | None:
         fault = {"round": int(parts[0]), "marker": parts[1]}
         if len(parts) > 2:
             fault["rank"] = int(parts[2])
+        if len(parts) > 3:
+            key, _, seconds = parts[3].partition("=")
+            if key != "hold" or len(parts) > 4:
+                raise ValueError(parts[3])
+            fault["hold"] = float(seconds)
     except (IndexError, ValueError) as exc:
         raise ConfigError(
-            f"{FAULT_ENV}: expected 'ROUND:MARKER_PATH[:RANK]', got {raw!r}."
+            f"{FAULT_ENV}: expected 'ROUND:MARKER_PATH[:RANK[:hold=SECONDS]]', got {raw!r}."
         ) from exc
     return fault

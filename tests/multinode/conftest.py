@@ -24,8 +24,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def multinode():
-    """(cluster, head, workers): a head node and two worker nodes of 1 CPU each, the
-    driver connected. Tests that remove a node add one back before they end."""
+    """(cluster, head, workers): a head node (with the dashboard, at
+    ``cluster.dashboard_url``) and two worker nodes of 1 CPU each, the driver connected.
+    Tests that remove a node add one back before they end."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -36,11 +37,19 @@ def multinode():
     tmp = tempfile.mkdtemp(prefix="rpmn-", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
     use_local_ray_env()  # before the raylets start: they inherit it
+    # Serve's proxy sends every request to a replica on its own node while that one has
+    # room; the tier checks that replicas on two nodes answer, so routing picks among all.
+    os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
+    # The head runs the dashboard: `ray job submit` talks to its job server, and the
+    # tests read actor placement from its state API.
+    dashboard_port = _free_port()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "gcs_server_port": _free_port(), "include_dashboard": False,
+        head_node_args={"num_cpus": 1, "gcs_server_port": _free_port(), "include_dashboard": True,
+                        "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
                         "object_store_memory": 200 * 1024 * 1024},
     )
+    cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     workers = [cluster.add_node(num_cpus=1, object_store_memory=200 * 1024 * 1024) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
