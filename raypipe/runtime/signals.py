@@ -17,14 +17,29 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["stop_on_signals", "STOP_SIGNALS"]
+__all__ = ["stop_on_signals", "stop_signal", "STOP_SIGNALS"]
 
 #: The signals that ask a raypipe command to stop gracefully.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+#: The name of the last stop signal received inside :func:`stop_on_signals`.
+_received: str | None = None
+
+
+def stop_signal() -> str | None:
+    """The name of the stop signal that ended the last :func:`stop_on_signals` block, if any.
+
+    Ray's ``ray.get`` turns the ``KeyboardInterrupt`` raised by the handler into a new one
+    without arguments, so the exception alone cannot say which signal it was.
+    """
+    return _received
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    global _received
+    _received = signal.Signals(signum).name
+    raise KeyboardInterrupt(_received)
 
 
 @contextlib.contextmanager
@@ -37,6 +52,8 @@ def stop_on_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    global _received
+    _received = None
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupt)
