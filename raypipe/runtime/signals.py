@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["stop_on_signals", "stop_signal", "STOP_SIGNALS"]
+__all__ = ["stop_on_signals", "stop_signal", "ignore_stop_signals", "STOP_SIGNALS"]
 
 #: The signals that ask a raypipe command to stop gracefully.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -57,6 +57,24 @@ def stop_on_signals() -> Iterator[None]:
     previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def ignore_stop_signals() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM are ignored: a second Ctrl-C while a command
+    flushes what it holds must not cut the flush short.  Outside the main thread this does
+    nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     try:
         yield
     finally:

@@ -156,3 +156,115 @@ def test_a_stopped_run_is_reported_interrupted(tmp_path, ray_tmp, sig):
     assert not (tmp_path / "reg").exists() or not list((tmp_path / "reg").glob("*/aliases.json"))
     assert f"error: stage train: interrupted ({sig.name}); nothing was promoted." in err
     assert "stack trace" not in err.lower() and "*** SIG" not in err
+
+
+# --------------------------------------------------------------------------- ingest-stream
+
+STREAM_MESSAGES = 3000
+
+
+def _redis_url() -> str:
+    url = os.environ.get("RAYPIPE_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("RAYPIPE_TEST_REDIS_URL is not set (the URL of the local Redis; .ci/run sets it)")
+    return url
+
+
+def _stream_config(tmp_path: Path, url: str, key: str) -> Path:
+    cfg = {
+        "version": 1, "name": "relstream",
+        "data": {"source": {"type": "stream", "landing_uri": str(tmp_path / "landing"), "batch_max_messages": 200,
+                            "batch_max_seconds": 0.5, "num_cpus": 0.1,
+                            "subscriptions": [{"type": "redis", "name": "events", "url": url, "stream": key}]},
+                 "schema": {"label": None}},
+    }
+    path = tmp_path / "stream.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def _landed_files(tmp_path: Path) -> list[str]:
+    from raypipe.streams.landing import landed_files
+
+    return landed_files(str(tmp_path / "landing"))
+
+
+def _landed_ids(tmp_path: Path) -> list[str]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = _landed_files(tmp_path)
+    if not files:
+        return []
+    return pa.concat_tables([pq.read_table(f, columns=["_message_id"]) for f in files]).column("_message_id").to_pylist()
+
+
+def _publish_slowly(url: str, key: str, sent: list[str], per_s: float) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    for i in range(STREAM_MESSAGES):
+        sent.append(f"{key}:{r.xadd(key, {'id': str(i), 'v': str(i % 10)}).decode()}")
+        if i % 50 == 49:
+            time.sleep(50 / per_s)
+    r.close()
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
+def test_ingest_stream_stopped_mid_stream_lands_every_message_once(tmp_path, ray_tmp, how):
+    import redis
+
+    url = _redis_url()
+    key = f"raypipe-rel-{os.getpid()}-{int(time.time() * 1000)}"
+    config = _stream_config(tmp_path, url, key)
+    sent: list[str] = []
+    publisher = threading.Thread(target=_publish_slowly, args=(url, key, sent, 300.0), daemon=True)
+    proc = subprocess.Popen([RAYPIPE, "ingest-stream", str(config)], cwd=tmp_path, env=_env(ray_tmp),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    r = redis.Redis.from_url(url)
+    try:
+        seen = _wait_for_line(proc, "events: running", timeout_s=240)
+        publisher.start()
+        deadline = time.monotonic() + 120
+        while sum("events: landed" in line for line in seen) < 3:  # mid-stream: files landing, publisher busy
+            assert time.monotonic() < deadline, "".join(seen)[-3000:]
+            time.sleep(0.1)
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+            proc.wait(timeout=30)
+        assert publisher.is_alive(), "the stop came after the publisher finished: not mid-stream"
+        time.sleep(0.5)
+        err = "".join(seen)
+        landed_at_stop = _landed_ids(tmp_path)
+        if how == "SIGTERM":
+            assert proc.returncode == 0, err[-3000:]
+            line = next(x for x in err.splitlines() if x.startswith("stopped (SIGTERM)"))
+            assert line.endswith(f"{len(landed_at_stop)} messages landed by this run in "
+                                 f"{len(_landed_files(tmp_path))} files")
+            # A clean stop acknowledged everything it landed: nothing pending in the group.
+            assert r.xpending(key, "raypipe-relstream")["pending"] == 0
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        publisher.join(timeout=60)
+        assert len(sent) == STREAM_MESSAGES
+        # A restart lands the rest: at-least-once from the broker, duplicates dropped by id.
+        rest = STREAM_MESSAGES - len(set(landed_at_stop))
+        again = subprocess.run([RAYPIPE, "ingest-stream", str(config), "--max-messages", str(rest), "--json"], cwd=tmp_path,
+                               env=_env(ray_tmp), capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert json.loads(again.stdout)["landed"] == rest
+        ids = _landed_ids(tmp_path)
+        print(f"\ningest-stream {how} mid-stream: {len(landed_at_stop)} landed at the stop, {rest} after the restart; "
+              f"sent {len(sent)}, landed {len(ids)}, unique {len(set(ids))}")
+        assert (len(ids), len(set(ids))) == (STREAM_MESSAGES, STREAM_MESSAGES)
+        assert set(ids) == set(sent)
+        assert r.xpending(key, "raypipe-relstream")["pending"] == 0
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+        r.delete(key)
+        r.close()
+
