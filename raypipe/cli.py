@@ -524,6 +524,10 @@ def replay(config: str, input_path: str, url: str | None, api_key_env: str | Non
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(render(result))
+    if result.stopped_by:
+        # A requested stop is a success (exit 0): what was sent is complete, predictions and labels.
+        click.echo(f"stopped ({result.stopped_by}): sent {result.rows:,} of {result.rows_total:,} rows, each with its "
+                   f"/feedback; the summary covers those rows", file=_err())
 
 
 @cli.group()

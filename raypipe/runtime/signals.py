@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["stop_on_signals", "stop_signal", "ignore_stop_signals", "STOP_SIGNALS"]
+__all__ = ["stop_on_signals", "stop_signal", "ignore_stop_signals", "stop_requested", "StopRequest", "STOP_SIGNALS"]
 
 #: The signals that ask a raypipe command to stop gracefully.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -77,6 +77,43 @@ def ignore_stop_signals() -> Iterator[None]:
         signal.signal(sig, signal.SIG_IGN)
     try:
         yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+class StopRequest:
+    """What :func:`stop_requested` yields: false until SIGINT or SIGTERM arrives, then
+    ``signal`` names it."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@contextlib.contextmanager
+def stop_requested() -> Iterator[StopRequest]:
+    """Within the block, SIGINT and SIGTERM only set the yielded :class:`StopRequest`.
+
+    For loops of small units of work (an HTTP call and its follow-up): the loop checks the
+    request between units, so the unit in flight completes and nothing is left half done.
+    Outside the main thread the request is never set.
+    """
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+
+    def record(signum: int, frame: Any) -> None:
+        request.signal = request.signal or signal.Signals(signum).name
+
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, record)
+    try:
+        yield request
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
