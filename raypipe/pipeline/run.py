@@ -342,6 +342,8 @@ def _train(cfg: PipelineConfig, state: _RunState) -> None:
     state.evaluation["best_iteration"] = state.training.best_iteration
     state.evaluation["num_workers"] = state.training.num_workers
     state.evaluation["worker_rows"] = list(state.training.worker_rows)  # each shard's rows: none empty
+    # A worker that died mid-run was restarted from this round's checkpoint (None: never).
+    state.evaluation["resumed_from_round"] = state.training.resumed_from_round
 
 
 def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:
