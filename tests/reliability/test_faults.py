@@ -84,7 +84,8 @@ def test_workers_import_the_installed_raypipe_not_a_folder_in_the_cwd(tmp_path, 
     assert "shadowing" not in proc.stderr
 
 
-def _small_config(tmp_path: Path, rounds: int, reg: Path | None = None, out: Path | None = None, **training) -> Path:
+def _small_config(tmp_path: Path, rounds: int, reg: Path | None = None, out: Path | None = None,
+                  early_stopping_rounds: int | None = 20, **training) -> Path:
     rows = ["x1,x2,y"] + [f"{i % 17},{(i * 7) % 13},{'a' if (i % 17) + (i * 7) % 13 > 14 else 'b'}" for i in range(400)]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
     cfg = {
@@ -92,6 +93,7 @@ def _small_config(tmp_path: Path, rounds: int, reg: Path | None = None, out: Pat
         "data": {"source": {"type": "csv", "paths": [str(tmp_path / "d.csv")]},
                  "schema": {"label": "y", "columns": {"x1": {"type": "int"}, "x2": {"type": "int"}, "y": {"type": "category"}}}},
         "model": {"task": "binary_classification", "positive_class": "a", "num_boost_round": rounds,
+                  "early_stopping_rounds": early_stopping_rounds,
                   "params": {"max_depth": 2, "eta": 0.0001}, "training": {"num_workers": 1, **training}},
         "evaluate": {"primary_metric": "roc_auc", "gates": {"min": {"roc_auc": 0.5}}},
         "registry": {"uri": str(reg or tmp_path / "reg")},
