@@ -235,8 +235,11 @@ def test_ingest_stream_stopped_mid_stream_lands_every_message_once(tmp_path, ray
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         else:
-            os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+            ray_processes = _descendants(proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a crash would
             proc.wait(timeout=30)
+            # A consumer outliving its driver would be a second writer next to the restart's.
+            assert _wait_gone(ray_processes, timeout_s=60) == []
         assert publisher.is_alive(), "the stop came after the publisher finished: not mid-stream"
         time.sleep(0.5)
         err = "".join(seen)
@@ -284,25 +287,48 @@ def _start_run(config: Path, cwd: Path, ray_tmp: str, *extra: str) -> subprocess
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def _processes_of(ray_tmp: str) -> list[int]:
-    """Pids of the processes that belong to the Ray started in ``ray_tmp`` (its path is in their
-    command lines: the raylet's and GCS's session folder, the workers' arguments)."""
-    pids = []
+def _descendants(pid: int) -> dict[int, bytes]:
+    """The live descendants of ``pid`` (the Ray it started: GCS, raylet, workers), pid -> command line.
+
+    Ray renames its worker processes (``ray::Monitor``), so their command lines no longer
+    name the session; the process tree still does.
+    """
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                if ray_tmp.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in found:
+                with contextlib.suppress(OSError):
+                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes()
+                    frontier.append(child)
+    return found
 
 
-def _wait_gone(ray_tmp: str, timeout_s: float) -> list[int]:
+def _alive(pids) -> list[int]:
+    left = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                left.append(pid)
+    return left
+
+
+def _wait_gone(pids, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
-    while (left := _processes_of(ray_tmp)) and time.monotonic() < deadline:
+    while (left := _alive(pids)) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
+
+
+def _one_process(pid: int, title: bytes) -> int:
+    matches = [p for p, cmd in _descendants(pid).items() if title in cmd]
+    assert len(matches) == 1, f"processes titled {title!r} under {pid}: {matches}"
+    return matches[0]
 
 
 def _verify(config: Path, cwd: Path, ray_tmp: str) -> dict:
@@ -344,9 +370,7 @@ def test_kill_9_of_the_train_worker_resumes_from_its_checkpoint(tmp_path, ray_tm
         while not list((tmp_path / "runs").glob("*/train/*/checkpoint_*")):  # one persisted checkpoint
             assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)[-3000:]
             time.sleep(0.05)
-        workers = [pid for pid in _processes_of(ray_tmp) if b"ray::raypipe.train[" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-        assert len(workers) == 1, workers
-        os.kill(workers[0], signal.SIGKILL)
+        os.kill(_one_process(proc.pid, b"raypipe.train["), signal.SIGKILL)
         killed_at = time.monotonic()
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -373,18 +397,24 @@ def test_kill_9_of_the_driver_leaves_a_consistent_registry(tmp_path, ray_tmp, tr
         seen = _wait_for_line(proc, f"stage {when}: start", timeout_s=300)
         if when == "train":
             time.sleep(5)  # boosting
+        else:  # as soon as version 2's folder exists: its files half written, version.json (written last) missing
+            deadline = time.monotonic() + 60
+            while not (reg / "tiny" / "versions" / "2").exists() and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.001)
+        ray_processes = _descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a crash would
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             _kill_group(proc)
-    left = _wait_gone(ray_tmp, timeout_s=60)
+    left = _wait_gone(ray_processes, timeout_s=60)
     versions_after_kill = sorted(int(p.name) for p in reg.glob("*/versions/*"))
+    complete_after_kill = sorted(int(p.parent.name) for p in reg.glob("*/versions/*/version.json"))
     verify = _verify(config, tmp_path, ray_tmp)
     champion_after_kill = _champion(reg)
-    again = _raypipe("run", str(config), "--json", cwd=tmp_path, ray_tmp=ray_tmp)
-    print(f"\ndriver kill -9 during {when}: {len(left)} leftover processes after 60 s, versions after the kill "
-          f"{versions_after_kill}, champion {champion_after_kill}, verify: {verify['versions']} versions "
+    again = _raypipe("run", str(_small_config(tmp_path, rounds=30)), "--json", cwd=tmp_path, ray_tmp=ray_tmp)
+    print(f"\ndriver kill -9 during {when}: {len(left)} of {len(ray_processes)} processes of its Ray left after 60 s, versions after the kill "
+          f"{versions_after_kill} (complete: {complete_after_kill}), champion {champion_after_kill}, verify: {verify['versions']} versions "
           f"{verify['files']} files {verify['events']} events, 0 problems; next run exit {again.returncode}")
     assert left == [], f"processes of the killed run still alive: {left}"
     assert champion_after_kill == 1
@@ -527,9 +557,7 @@ def test_monitor_kill_9_and_endpoint_sigterm_under_load_lose_no_logged_predictio
         seen = _wait_for_line(proc, "press Ctrl-C to stop", timeout_s=300)
         with _Load(url) as load:
             time.sleep(5)
-            monitors = [pid for pid in _processes_of(ray_tmp) if b"ray::Monitor" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-            assert len(monitors) == 1, monitors
-            os.kill(monitors[0], signal.SIGKILL)
+            os.kill(_one_process(proc.pid, b"ray::Monitor"), signal.SIGKILL)
             time.sleep(5)
             load.stop.set()
             for t in load.threads:
