@@ -43,43 +43,41 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 @contextlib.contextmanager
+def _handling(handler: Any) -> Iterator[None]:
+    """``handler`` for SIGINT and SIGTERM within the block, the previous ones after it;
+    nothing outside the main thread (Python only delivers signals there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the main thread.
+    """Within the block, SIGINT and SIGTERM raise ``KeyboardInterrupt`` in the main thread
+    (:func:`stop_signal` then names it).
 
     The previous handlers come back when the block ends.  Outside the main thread
     (Python only delivers signals there) this does nothing.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     global _received
     _received = None
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _raise_interrupt)
-    try:
+    with _handling(_raise_interrupt):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-@contextlib.contextmanager
-def ignore_stop_signals() -> Iterator[None]:
+def ignore_stop_signals() -> contextlib.AbstractContextManager[None]:
     """Within the block, SIGINT and SIGTERM are ignored: a second Ctrl-C while a command
     flushes what it holds must not cut the flush short.  Outside the main thread this does
     nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+    return _handling(signal.SIG_IGN)
 
 
 class StopRequest:
@@ -102,18 +100,9 @@ def stop_requested() -> Iterator[StopRequest]:
     Outside the main thread the request is never set.
     """
     request = StopRequest()
-    if threading.current_thread() is not threading.main_thread():
-        yield request
-        return
 
     def record(signum: int, frame: Any) -> None:
         request.signal = request.signal or signal.Signals(signum).name
 
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, record)
-    try:
+    with _handling(record):
         yield request
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
