@@ -591,9 +591,14 @@ def test_monitor_kill_9_and_endpoint_sigterm_under_load_lose_no_logged_predictio
     stop_line = next((line for line in err.splitlines() if line.startswith("stopped (SIGTERM)")), None)
     print(f"\nmonitor kill -9 under load: {served_before} served, {served_before} counted by the restarted monitor; "
           f"endpoint SIGTERM under load: exit {proc.returncode}, served {len(served)} in all ({load2.failed} refused while "
-          f"stopping), logged {len(logged)}, unique {len(set(logged))}; {stop_line}")
+          f"stopping), logged {len(logged)}, unique {len(set(logged))}, served and not logged "
+          f"{len(set(served) - set(logged))}; {stop_line}")
     assert proc.returncode == 0, err[-3000:]
     assert stop_line is not None, err[-3000:]
     assert "*** SIG" not in err and "stack trace" not in err.lower()
     assert len(logged) == len(set(logged))
-    assert set(logged) == set(served)
+    # A prediction is on disk before it is answered: every served one is logged. A request in
+    # flight when the endpoint stops may be logged and never answered (measured: 1 of 339),
+    # so logged can exceed served, by at most the requests that got no answer.
+    assert set(served) <= set(logged)
+    assert len(set(logged) - set(served)) <= load2.failed
