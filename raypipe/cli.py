@@ -264,6 +264,11 @@ def ingest_stream(config: str, max_messages, duration_s, only, address, profile,
             error = f", error: {sub['error']}" if sub.get("error") else ""
             click.echo(f"{name}: {sub['landed']} landed in {sub['files']} files, {sub['duplicates']} duplicates dropped ({sub['state']}{error})")
         click.echo(f"landed {summary['landed']} messages in {summary['seconds']:.1f} s")
+    if summary.get("stopped_by"):
+        # A requested stop is a success (exit 0) once the consumers flushed what they held.
+        files = sum(sub["files"] for sub in summary["subscriptions"].values())
+        click.echo(f"stopped ({summary['stopped_by']}): consumers stopped fetching, landed and acknowledged what they held; "
+                   f"{summary['landed']} messages landed by this run in {files} files", file=_err())
     if summary["status"] != "ok":
         sys.exit(1)
 
@@ -567,6 +572,10 @@ def replay(config: str, input_path: str, url: str | None, api_key_env: str | Non
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(render(result))
+    if result.stopped_by:
+        # A requested stop is a success (exit 0): what was sent is complete, predictions and labels.
+        click.echo(f"stopped ({result.stopped_by}): sent {result.rows:,} of {result.rows_total:,} rows, each with its "
+                   f"/feedback; the summary covers those rows", file=_err())
 
 
 @cli.group()

@@ -155,7 +155,10 @@ class Console:
         handler = logging.StreamHandler(self.out)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler.setLevel(getattr(logging, self.level))
-        handler.addFilter(lambda r: getattr(r, "raypipe_stage", None) is None)
+        if self.level != "DEBUG":
+            # The stage records render as progress lines (below); a debug log keeps them as
+            # records too, so "stage train: start" says what was running when a run stops.
+            handler.addFilter(lambda r: getattr(r, "raypipe_stage", None) is None)
         raypipe_log = logging.getLogger("raypipe")
         raypipe_log.handlers = [handler]
         raypipe_log.propagate = False

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from raypipe.errors import ConfigError, RaypipeError
+from raypipe.runtime.signals import StopRequest, stop_requested
 
 __all__ = ["ReplayError", "ReplayResult", "MonthStats", "read_rows", "replay", "default_url", "api_key_from_env", "render"]
 
@@ -87,10 +88,14 @@ class ReplayResult:
     duration_s: float = 0.0
     predictions: list[float] = field(default_factory=list, repr=False)
     labels: list[float] = field(default_factory=list, repr=False)
+    stopped_by: str | None = None   # the signal that stopped the replay early (None: every row was sent)
+    rows_total: int | None = None   # rows the input held (``rows`` were sent)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "status": "ok",
+            "status": "stopped" if self.stopped_by else "ok",
+            "stopped_by": self.stopped_by,
+            "rows_total": self.rows_total,
             "input": self.input,
             "url": self.url,
             "rows": self.rows,
@@ -335,6 +340,9 @@ def replay(
         session: a ``requests.Session``-like object (tests); default a new keep-alive session.
         progress: called with one line per finished month and per retrain.
 
+    SIGINT or SIGTERM stops the replay after the group in flight (its ``/feedback`` is sent);
+    the result covers the rows sent and ``stopped_by`` names the signal.
+
     Raises:
         ConfigError: unreadable input, missing label/time column, bad arguments.
         ReplayError: a call failed; the message names the call, the status and the body,
@@ -354,28 +362,36 @@ def replay(
     sync = _MonitorSync(client, poll_s, retrain_timeout_s, swap_timeout_s, max_lag_rows,
                         float(getattr(cfg.monitor, "sample_rate", 1.0)), stall_s, say)
     sent = 0
+    stop = StopRequest()
     try:
         if wait_for_retrain:
             try:
                 wait_for_retrain = sync.start()
             except ReplayError as exc:
                 raise ReplayError(f"{exc} (nothing sent; --no-wait-for-retrain replays without GET /monitor)") from None
-        for start, end in _groups(len(instances), batch_hours):
-            try:
-                model = _one_group(client, instances, labels, preds, versions, start, end)
-                sent = end
-                if wait_for_retrain:
-                    waited += sync.after(end, months[end - 1], retrains)
-            except ReplayError as exc:
-                raise ReplayError(f"{exc} (replay stopped after {sent:,} of {len(instances):,} rows)") from None
-            if end == len(instances) or months[end] != months[end - 1]:
-                m = months[end - 1]
-                idx = [i for i in range(end) if months[i] == m]
-                say(f"{m}: {len(idx):,} rows, RMSE {_rmse(preds[idx], np.asarray(labels, np.float64)[idx]):.1f}, "
-                    f"versions {', '.join(str(v) for v in _distinct(versions[i] for i in idx))}")
+        # A stop signal ends the replay between two groups: the group in flight gets its
+        # /feedback, so every answered prediction is labeled; the summary covers the rows sent.
+        with stop_requested() as stop:
+            sync.stop = stop
+            for start, end in _groups(len(instances), batch_hours):
+                if stop:
+                    break
+                try:
+                    model = _one_group(client, instances, labels, preds, versions, start, end)
+                    sent = end
+                    if wait_for_retrain:
+                        waited += sync.after(end, months[end - 1], retrains)
+                except ReplayError as exc:
+                    raise ReplayError(f"{exc} (replay stopped after {sent:,} of {len(instances):,} rows)") from None
+                if end == len(instances) or months[end] != months[end - 1] or stop:
+                    m = months[end - 1]
+                    idx = [i for i in range(end) if months[i] == m]
+                    say(f"{m}: {len(idx):,} rows, RMSE {_rmse(preds[idx], np.asarray(labels, np.float64)[idx]):.1f}, "
+                        f"versions {', '.join(str(v) for v in _distinct(versions[i] for i in idx))}")
     finally:
         client.close()
-    result = _summarize(input_path, client.url, preds, labels, months, versions, model, retrains)
+    result = _summarize(input_path, client.url, preds[:sent], labels[:sent], months[:sent], versions[:sent], model, retrains)
+    result.stopped_by, result.rows_total = stop.signal, len(instances)
     result.requests = client.calls
     result.waited_s = waited
     result.duration_s = time.perf_counter() - started
@@ -438,6 +454,7 @@ class _MonitorSync:
         self.stall_s = stall_s
         self.say = say
         self.seen_count: int | None = None
+        self.stop: StopRequest = StopRequest()   # a stop signal ends a wait at its next poll
         self.logged_base: int | None = None     # logged_rows that were there before the replay
 
     def start(self) -> bool:
@@ -474,7 +491,7 @@ class _MonitorSync:
         while True:
             running = bool(state.get("running"))
             lag = self._lag(report, sent)
-            if not running and lag <= (self.max_lag_rows or 0):
+            if (not running and lag <= (self.max_lag_rows or 0)) or self.stop:
                 break
             now = time.perf_counter()
             if running:

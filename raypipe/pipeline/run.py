@@ -43,7 +43,7 @@ from raypipe.pipeline.result import STAGES, RunResult
 from raypipe.pipeline.scoring import primary_metric, score
 from raypipe.registry import ChampionChangedError, ModelRegistry, RegistryError
 from raypipe.runtime.cluster import connect
-from raypipe.runtime.signals import stop_on_signals
+from raypipe.runtime.signals import stop_on_signals, stop_signal
 from raypipe.runtime.storage import absolute_uri
 from raypipe.train import TrainSpec, cross_validate, train_xgboost, tune_xgboost
 
@@ -131,7 +131,9 @@ class Pipeline:
         except (KeyboardInterrupt, SystemExit) as exc:
             # Ctrl-C, SIGTERM, or Ray Train's SIGINT handler (a SystemExit): never "succeeded".
             status = "interrupted"
-            error = Interrupted(f"stage {state.current or '?'}: interrupted ({exc or type(exc).__name__}); nothing was promoted"
+            # Not recorded by stop_on_signals: Ray Train's own SIGINT handler (SystemExit) took it.
+            signame = stop_signal() or "SIGINT"
+            error = Interrupted(f"stage {state.current or '?'}: interrupted ({signame}); nothing was promoted"
                                 + (f", version {state.model['version']} stays a candidate." if state.model else "."))
             raise error from None
         except Exception as exc:
@@ -340,6 +342,8 @@ def _train(cfg: PipelineConfig, state: _RunState) -> None:
     state.evaluation["best_iteration"] = state.training.best_iteration
     state.evaluation["num_workers"] = state.training.num_workers
     state.evaluation["worker_rows"] = list(state.training.worker_rows)  # each shard's rows: none empty
+    # A worker that died mid-run was restarted from this round's checkpoint (None: never).
+    state.evaluation["resumed_from_round"] = state.training.resumed_from_round
 
 
 def _evaluate(cfg: PipelineConfig, state: _RunState) -> None:

@@ -231,9 +231,20 @@ def connect(address: str | None = None, *, configured_address: str | None = None
             port = _free_port(metrics_export_port) if metrics_export_port else None
             # A node address on loopback makes Ray bind its metrics export there too
             # (it listens on every interface otherwise).
-            with _installed_package_first():
-                info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                                _node_ip_address="127.0.0.1", _metrics_export_port=port, **kwargs)
+            for attempt in (1, 2):
+                try:
+                    with _installed_package_first():
+                        info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                                        _node_ip_address="127.0.0.1", _metrics_export_port=port, **kwargs)
+                    break
+                except Exception as exc:
+                    # Ray waits a fixed 30 s for its raylet to register; on an overloaded
+                    # machine (load 20 on 2 cores, measured) that is not enough: try once more.
+                    if attempt == 2 or "timed out during startup" not in str(exc):
+                        raise
+                    log.warning("ray: the local Ray did not start within Ray's 30 s (%s); starting it again", exc)
+                    with contextlib.suppress(Exception):
+                        ray.shutdown()
             _endpoints.clear()
             _endpoints.update(dashboard=f"http://{info.dashboard_url}" if dashboard and info.dashboard_url else None,
                               metrics=f"http://127.0.0.1:{port}/metrics" if port else None,

@@ -37,6 +37,7 @@ import ray
 
 from raypipe.errors import ConfigError, StageError, did_you_mean
 from raypipe.runtime.cluster import connect
+from raypipe.runtime.signals import ignore_stop_signals, stop_on_signals, stop_signal
 from raypipe.runtime.storage import absolute_uri, is_local
 from raypipe.streams.client import make_client
 from raypipe.streams.landing import LandingZone, Message
@@ -384,7 +385,10 @@ def ingest_stream(
     on_event: Callable[[str, str, dict[str, Any]], None] | None = None,
     poll_s: float = 1.0,
 ) -> dict[str, Any]:
-    """Run the consumers of ``cfg`` until Ctrl-C, ``duration_s``, or every one reached ``max_messages``.
+    """Run the consumers of ``cfg`` until SIGINT/SIGTERM, ``duration_s``, or every one reached ``max_messages``.
+
+    On SIGINT or SIGTERM each consumer stops fetching, lands and acknowledges the batch it
+    holds, and disconnects; a second signal during that flush is ignored.
 
     Args:
         cfg: the pipeline config (with a ``type: stream`` source).
@@ -397,49 +401,31 @@ def ingest_stream(
             (detail: the status, when its state or error changes).
 
     Returns:
-        ``{"status", "seconds", "landed", "subscriptions": {name: {"landed", "files",
+        ``{"status", "stopped_by", "seconds", "landed", "subscriptions": {name: {"landed", "files",
         "duplicates", "state", "error", "actor"}}}``; ``landed`` counts rows added to
-        the landing zone by this run (restarts included).
+        the landing zone by this run (restarts included); ``stopped_by`` names the signal
+        that stopped it (None when it ended by itself).
     """
     plan_subscriptions(cfg, only)  # config mistakes before Ray starts
     connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
             dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
     started = time.monotonic()
     handles = start_consumers(cfg, max_messages, only)
+    stopped_by: str | None = None
     since = {h.subscription: -1 for h in handles}
     seen: dict[str, tuple[Any, Any]] = {}
     totals = {h.subscription: {"files": 0, "duplicates": 0} for h in handles}
     finals: dict[str, dict[str, Any]] = {}
     try:
-        while True:
-            done = 0
-            for h in handles:
-                try:
-                    status = ray.get(h.actor.status.remote(since[h.subscription]), timeout=30)
-                except ray.exceptions.ActorDiedError as exc:  # out of restarts, or its constructor failed
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                    status = {"subscription": h.subscription, "state": "failed", "error": f"ActorDiedError: {first}", "new_files": []}
-                except Exception as exc:  # restarting
-                    status = {"subscription": h.subscription, "state": "restarting", "error": type(exc).__name__, "new_files": []}
-                for f in status.pop("new_files", []):
-                    since[h.subscription] = max(since[h.subscription], f["seq"])
-                    totals[h.subscription]["files"] += 1
-                    totals[h.subscription]["duplicates"] += f["duplicates"]
-                    if on_event:
-                        on_event("landed", h.subscription, f)
-                key = (status.get("state"), status.get("error"))
-                if seen.get(h.subscription) != key:
-                    seen[h.subscription] = key
-                    if on_event:
-                        on_event("state", h.subscription, status)
-                done += status.get("state") in ("finished", "failed")
-            if done == len(handles) or (duration_s is not None and time.monotonic() - started >= duration_s):
-                break
-            time.sleep(poll_s)
+        with stop_on_signals():  # after ray.init: SIGTERM too (Ray's handler would sys.exit)
+            _poll(handles, since, seen, totals, on_event, duration_s, started, poll_s)
     except KeyboardInterrupt:
-        log.info("interrupted: stopping the consumers")
+        stopped_by = stop_signal() or "SIGINT"
+        log.info("%s: stopping the consumers (they land and acknowledge what they hold)", stopped_by)
     finally:
-        finals = stop_consumers(handles)
+        # A second signal while the consumers flush would cut the flush short.
+        with ignore_stop_signals():
+            finals = stop_consumers(handles)
     subs: dict[str, dict[str, Any]] = {}
     for h in handles:
         final = finals.get(h.subscription, {})
@@ -460,7 +446,39 @@ def ingest_stream(
     failed = any(s["state"] in ("failed", "lost") for s in subs.values())
     return {
         "status": "failed" if failed else "ok",
+        "stopped_by": stopped_by,
         "seconds": round(time.monotonic() - started, 3),
         "landed": sum(s["landed"] for s in subs.values()),
         "subscriptions": subs,
     }
+
+
+def _poll(handles: list[ConsumerHandle], since: dict[str, int], seen: dict[str, tuple[Any, Any]],
+          totals: dict[str, dict[str, int]], on_event: Callable[[str, str, dict[str, Any]], None] | None,
+          duration_s: float | None, started: float, poll_s: float) -> None:
+    """Report the consumers' landed files and state changes until all are done or time is up."""
+    while True:
+        done = 0
+        for h in handles:
+            try:
+                status = ray.get(h.actor.status.remote(since[h.subscription]), timeout=30)
+            except ray.exceptions.ActorDiedError as exc:  # out of restarts, or its constructor failed
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                status = {"subscription": h.subscription, "state": "failed", "error": f"ActorDiedError: {first}", "new_files": []}
+            except Exception as exc:  # restarting
+                status = {"subscription": h.subscription, "state": "restarting", "error": type(exc).__name__, "new_files": []}
+            for f in status.pop("new_files", []):
+                since[h.subscription] = max(since[h.subscription], f["seq"])
+                totals[h.subscription]["files"] += 1
+                totals[h.subscription]["duplicates"] += f["duplicates"]
+                if on_event:
+                    on_event("landed", h.subscription, f)
+            key = (status.get("state"), status.get("error"))
+            if seen.get(h.subscription) != key:
+                seen[h.subscription] = key
+                if on_event:
+                    on_event("state", h.subscription, status)
+            done += status.get("state") in ("finished", "failed")
+        if done == len(handles) or (duration_s is not None and time.monotonic() - started >= duration_s):
+            return
+        time.sleep(poll_s)

@@ -297,10 +297,15 @@ def _run_local(
 
 
 def _failed(run_name: str, plan: WorkerPlan, spec: TrainSpec, exc: BaseException) -> TrainingError:
+    root = _root_message(exc)
+    # An OS error raised by pyarrow while persisting a checkpoint ("Error writing bytes to
+    # file", a full disk) does not say which file: name the folder the checkpoints go to.
+    os_error = "OSError" in root or "errno" in root.lower()
+    where = f" (checkpoints: {(spec.storage_path or _DEFAULT_STORAGE).rstrip('/')}/{run_name})" if os_error else ""
     return TrainingError(
         f"train[{run_name}]: expected XGBoost training on {plan.num_workers} "
         f"worker(s) to finish, got a failure after "
-        f"{spec.max_failures} allowed restart(s): {_root_message(exc)}. Hint: check "
+        f"{spec.max_failures} allowed restart(s): {root}{where}. Hint: check "
         "the worker logs in the Ray dashboard; raise model.training.max_failures "
         "for flaky nodes."
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -36,8 +38,9 @@ class FakeEndpoint:
 
     def __init__(self, retrain_after: int | None = None, retrain_s: float = 0.0, fail_predict_at: int | None = None,
                  api_key: str | None = None, report_style: str = "history", flush_s: float | None = None,
-                 monitoring: bool = True):
+                 monitoring: bool = True, sigterm_at_call: int | None = None):
         self.lock = threading.Lock()
+        self.sigterm_at_call = sigterm_at_call      # this /predict call sends SIGTERM to the replaying process
         self.version = 1
         self.predicted: list[dict] = []             # every instance, in arrival order
         self.predictions: dict[str, tuple[dict, float, int]] = {}   # id -> (instance, prediction, version)
@@ -141,6 +144,8 @@ def _handler(state: FakeEndpoint):
                 if self.path == "/predict":
                     rows = body["instances"]
                     state.predict_calls += 1
+                    if state.predict_calls == state.sigterm_at_call:
+                        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the replay waits for this answer
                     if state.fail_predict_at is not None and len(state.predicted) + len(rows) > state.fail_predict_at:
                         self._send(422, {"error": {"type": "schema_violation", "message": "1 of 1 row(s) break the model's input schema.",
                                                    "details": [{"field": "instances[0].temp", "expected": "a number", "got": "the string 'x'"}]}})
@@ -400,3 +405,19 @@ def test_cli_error_exits_1_and_prints_table_on_success(endpoint, tmp_path, monke
     res = CliRunner().invoke(cli, ["replay", "configs/bike-sharing.yaml", "--input", str(path), "--url", url])
     assert res.exit_code == 0, res.output
     assert "| 2012-01 | 24 |" in res.stdout and "mean of 2 months" in res.stdout
+
+
+def test_sigterm_stops_after_the_group_in_flight_with_its_feedback(endpoint, tmp_path, monkeypatch):
+    path = _write_csv(tmp_path / "tiny.csv", _tiny_rows())
+    monkeypatch.chdir(ROOT)
+    state, url = endpoint(sigterm_at_call=3)
+    before = signal.getsignal(signal.SIGTERM)
+    res = CliRunner().invoke(cli, ["replay", "configs/bike-sharing.yaml", "--input", str(path), "--url", url,
+                                   "--batch-hours", "4", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    # The third group (rows 9-12) was in flight: answered and labeled, then nothing more sent.
+    assert (out["status"], out["stopped_by"], out["rows"], out["rows_total"]) == ("stopped", "SIGTERM", 12, 40)
+    assert (state.predict_calls, len(state.predicted), len(state.feedback)) == (3, 12, 12)
+    assert "stopped (SIGTERM): sent 12 of 40 rows, each with its /feedback; the summary covers those rows" in res.stderr
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
