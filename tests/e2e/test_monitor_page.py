@@ -12,14 +12,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from _net import free_port, wait_for
 
 pytestmark = pytest.mark.ops
 
@@ -27,22 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CONFIG = "configs/bike-sharing.yaml"
 WEEKS = 4  # windows of 168 hourly rows; the first retraining is due after 504 rows (cooldown_rows)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _chromium(target: str, png: Path) -> str:
@@ -57,7 +41,7 @@ def _chromium(target: str, png: Path) -> str:
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
     base = tmp_path_factory.mktemp("monitor-page")
-    port = _free_port()
+    port = free_port()
     sets = [f"registry.uri={base}/registry", f"output.uri={base}/runs", f"monitor.log_uri={base}/logs",
             "model.num_boost_round=30", "model.training.num_workers=1", f"serve.http.port={port}", "serve.reload_interval_s=1",
             "serve.replica_cpus=0.1", "monitor.flush_s=0.5", "monitor.poll_s=0.5", "cluster.num_cpus=2"]
@@ -73,7 +57,7 @@ def replayed(tmp_path_factory):
         assert report, run.stdout
         out, err = open(base / "serve.out", "w"), open(base / "serve.err", "w")
         proc = subprocess.Popen([exe, "serve", CONFIG, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
-        _wait(lambda: "press Ctrl-C" in (base / "serve.err").read_text() or proc.poll() is not None, 600, "raypipe serve")
+        wait_for(lambda: "press Ctrl-C" in (base / "serve.err").read_text() or proc.poll() is not None, 600, "raypipe serve")
         assert proc.poll() is None, (base / "serve.err").read_text()[-3000:]
         replay = subprocess.run([exe, "replay", CONFIG, "--input", "data/bike-sharing/hour-2012.csv", "--batch-hours", "24",
                                  "--limit", str(WEEKS * 168), "--url", url, "--json"], cwd=ROOT, env=env, capture_output=True,
@@ -81,9 +65,9 @@ def replayed(tmp_path_factory):
         assert replay.returncode == 0, replay.stderr[-3000:]
         # The replay ends when its last rows are answered: the monitor closes the last window
         # and the retraining it started finishes a little later.
-        monitor = _wait(lambda: (m := requests.get(url + "/monitor", timeout=30).json())["windows"] == WEEKS
-                        and m["retrain"]["count"] == 1 and not m["retrain"]["running"] and m, 600,
-                        f"{WEEKS} windows and one finished retraining")
+        monitor = wait_for(lambda: (m := requests.get(url + "/monitor", timeout=30).json())["windows"] == WEEKS
+                           and m["retrain"]["count"] == 1 and not m["retrain"]["running"] and m, 600,
+                           f"{WEEKS} windows and one finished retraining")
         yield {"url": url, "base": base, "monitor": monitor, "report": Path(report.group(1)), "env": env, "exe": exe}
     finally:
         if proc is not None:

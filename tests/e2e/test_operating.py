@@ -25,28 +25,14 @@ import pyarrow.csv as pacsv
 import pytest
 import requests
 
+from _net import free_port, wait_for
+
 pytestmark = pytest.mark.ops
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 INPUTS = ["instant", "dteday", "season", "yr", "mnth", "hr", "holiday", "weekday", "workingday",
           "weathersit", "temp", "atemp", "hum", "windspeed"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset], float]:
@@ -73,7 +59,7 @@ def served(tmp_path_factory):
     hours = pacsv.read_csv(ROOT / "data/bike-sharing/hour.csv", convert_options=pacsv.ConvertOptions(
         column_types={"dteday": pa.string()}))
     pacsv.write_csv(hours.filter(pc.equal(hours.column("yr"), 0)), base / "hour-2011.csv")
-    port = _free_port()
+    port = free_port()
     sets = [
         f"data.source.paths=['{base}/hour-2011.csv']", "data.split.valid_from=2011-11-01", "data.split.test_from=2011-12-01",
         f"registry.uri={base}/registry", f"output.uri={base}/runs", f"monitor.log_uri={base}/logs",
@@ -92,7 +78,7 @@ def served(tmp_path_factory):
     out, err = open(base / "serve.out", "w"), open(base / "serve.err", "w")
     proc = subprocess.Popen([exe, "serve", "configs/bike-regression.yaml", *args], cwd=ROOT, env=env, stdout=out, stderr=err)
     try:
-        _wait(lambda: "press Ctrl-C" in (base / "serve.err").read_text() or proc.poll() is not None, 600, "raypipe serve")
+        wait_for(lambda: "press Ctrl-C" in (base / "serve.err").read_text() or proc.poll() is not None, 600, "raypipe serve")
         assert proc.poll() is None, (base / "serve.err").read_text()[-3000:]
         yield {"url": f"http://127.0.0.1:{port}", "run": run, "serve_err": (base / "serve.err").read_text(),
                "serve_out": (base / "serve.out").read_text(), "hours": hours, "base": base}
@@ -153,7 +139,7 @@ def test_every_spec_metric_reaches_prometheus_with_the_traffic_values(served):
         return s if ready else None
 
     try:
-        s = _wait(scraped, 240, "the raypipe metrics in Ray's export")
+        s = wait_for(scraped, 240, "the raypipe metrics in Ray's export")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; raypipe lines of the last scrape:\n{last[0] or '(none)'}") from None
     model = {"model": "bike-demand"}

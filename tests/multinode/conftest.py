@@ -10,16 +10,11 @@ three raylets costs tens of seconds on a 2-core machine).
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _net import free_port
 
 
 @pytest.fixture(scope="session")
@@ -42,10 +37,10 @@ def multinode():
     os.environ["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
     # The head runs the dashboard: `ray job submit` talks to its job server, and the
     # tests read actor placement from its state API.
-    dashboard_port = _free_port()
+    dashboard_port = free_port()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "gcs_server_port": _free_port(), "include_dashboard": True,
+        head_node_args={"num_cpus": 1, "gcs_server_port": free_port(), "include_dashboard": True,
                         "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
                         "object_store_memory": 200 * 1024 * 1024},
     )

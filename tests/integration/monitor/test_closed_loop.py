@@ -5,8 +5,6 @@ served == logged, also across a monitor restart."""
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +16,8 @@ import requests
 from raypipe import Pipeline
 from raypipe.config import load_config
 from raypipe.registry import ModelRegistry
+
+from _net import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 INPUTS = ["instant", "dteday", "season", "yr", "mnth", "hr", "holiday", "weekday", "workingday",
@@ -34,22 +34,6 @@ def _predict(session, url: str, rows: list[dict]) -> dict:
     return r.json()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory, ray_cluster):
     from ray import serve
@@ -64,7 +48,7 @@ def loop(tmp_path_factory, ray_cluster):
         f"data.source.paths=['{base}/hour-2011.csv']", "data.split.valid_from=2011-11-01", "data.split.test_from=2011-12-01",
         f"registry.uri={base}/registry", f"output.uri={base}/runs", f"monitor.log_uri={base}/logs",
         "model.num_boost_round=40", "model.training.num_workers=1", "evaluate.cv_folds=null", "evaluate.gates.max={}",
-        f"serve.http.port={_free_port()}", "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1",
+        f"serve.http.port={free_port()}", "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1",
         "serve.autoscaling.max_replicas=1", "monitor.window_rows=200", "monitor.flush_s=0.5", "monitor.poll_s=0.5",
         "monitor.drift.consecutive_windows=1", "retrain.on_drift=true", "retrain.cooldown_s=0", "retrain.data_window=120d",
         "retrain.cooldown_rows=400",  # the retrain comes at the second window (400 rows), and only once
@@ -101,8 +85,8 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
     assert served == 600 and set(versions) == {1}
 
     # yr is 1 in every 2012 row and 0 in all of 2011: the first window drifts.
-    monitor = _wait(lambda: (m := session.get(url + "/monitor", timeout=30).json())["retrain"]["count"] >= 1 and m, 600,
-                    "the automatic retrain to finish")
+    monitor = wait_for(lambda: (m := session.get(url + "/monitor", timeout=30).json())["retrain"]["count"] >= 1 and m, 600,
+                       "the automatic retrain to finish")
     assert monitor["logged_rows"] == served  # sample rate 1: every prediction is logged
     assert monitor["labelled_rows"] == served
     first_window = monitor["alerts"][0]
@@ -118,7 +102,7 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
     kinds = [e.event for e in registry.events("bike-demand")]
     assert {"alert", "retrain_triggered", "retrain_finished", "promoted"} <= set(kinds)
     # The endpoint swaps to version 2 live.
-    _wait(lambda: _predict(session, url, rows[:1])["model"]["version"] == 2, 60, "version 2 to answer")
+    wait_for(lambda: _predict(session, url, rows[:1])["model"]["version"] == 2, 60, "version 2 to answer")
 
 
 def test_served_equals_logged_across_replica_and_monitor_restarts(loop):
@@ -136,12 +120,12 @@ def test_served_equals_logged_across_replica_and_monitor_restarts(loop):
     serve_model(cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"reload_interval_s": 0.7})}))
     _predict(session, url, rows[30:60])
     logged = lambda: session.get(url + "/monitor", timeout=30).json()["logged_rows"]  # noqa: E731
-    _wait(lambda: logged() == SERVED[0], 60, f"{SERVED[0]} served rows to be logged")
+    wait_for(lambda: logged() == SERVED[0], 60, f"{SERVED[0]} served rows to be logged")
 
     # A killed monitor is restarted by Ray and rebuilds its counts from the log.
     ray.kill(ray.get_actor(monitor_name("bike-demand"), namespace="raypipe"), no_restart=False)
-    _wait(lambda: (r := session.get(url + "/monitor", timeout=30)).status_code == 200 and r.json()["logged_rows"] == SERVED[0],
-          120, "the restarted monitor to re-read the log")
+    wait_for(lambda: (r := session.get(url + "/monitor", timeout=30)).status_code == 200 and r.json()["logged_rows"] == SERVED[0],
+             120, "the restarted monitor to re-read the log")
 
     result = CliRunner().invoke(cli, ["monitor", "status", str(ROOT / "configs/bike-regression.yaml"), "--url", url])
     assert result.exit_code == 0, result.output

@@ -22,17 +22,13 @@ from raypipe import Pipeline
 from raypipe.config import load_config
 from raypipe.registry import ModelRegistry
 
+from _net import free_port, wait_for
+
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "test-key-0123456789"
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
            "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income"]
 INTS = {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +43,7 @@ def served(tmp_path_factory, ray_cluster):
     os.environ["RAYPIPE_TEST_KEYS"] = f"{KEY},other-key"
     overrides = [
         f"registry.uri={base}/registry", f"output.uri={base}/runs", "model.training.num_workers=1",
-        f"serve.http.port={_free_port()}", "serve.auth.api_keys_env=RAYPIPE_TEST_KEYS",
+        f"serve.http.port={free_port()}", "serve.auth.api_keys_env=RAYPIPE_TEST_KEYS",
         "serve.reload_interval_s=0.5", "serve.replica_cpus=0.1", "serve.max_ongoing_requests=8",
         "serve.autoscaling.min_replicas=1", "serve.autoscaling.max_replicas=3", f"monitor.log_uri={base}/logs",
         "serve.autoscaling.target_ongoing_requests=1", "serve.autoscaling.upscale_delay_s=1",
@@ -224,23 +220,14 @@ class _Load:
             t.join(30)
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_promotion_and_rollback_swap_live_without_failed_requests(served):
     _, registry, url, _ = served
     with _Load(url, clients=2) as load:
-        _wait(lambda: len(load.results) > 20, 60, "load to start")
+        wait_for(lambda: len(load.results) > 20, 60, "load to start")
         registry.promote("adult-income", 2, reason="test: promote while serving")
-        _wait(lambda: load.results and load.results[-1][2] == 2, 60, "version 2 to answer")
+        wait_for(lambda: load.results and load.results[-1][2] == 2, 60, "version 2 to answer")
         registry.rollback("adult-income", reason="test: roll back while serving")
-        _wait(lambda: load.results and load.results[-1][2] == 1, 60, "version 1 to answer again")
+        wait_for(lambda: load.results and load.results[-1][2] == 1, 60, "version 1 to answer again")
         time.sleep(1)
     statuses = {s for _, s, _ in load.results}
     versions = [v for _, _, v in load.results]
@@ -260,9 +247,9 @@ def test_autoscaling_up_under_load_and_down_after(served):
 
     assert running() == 1
     with _Load(url, clients=6):
-        _wait(lambda: running() >= 2, 90, "a second replica under load")
+        wait_for(lambda: running() >= 2, 90, "a second replica under load")
         peak = running()
-    _wait(lambda: running() == 1, 90, "scale-down to 1 replica after the load")
+    wait_for(lambda: running() == 1, 90, "scale-down to 1 replica after the load")
     print(f"\n[timing] replicas 1 -> {peak} -> 1")
 
 
@@ -277,7 +264,7 @@ def test_canary_and_shadow(served):
     versions = [_post(url, {"instances": _adult_rows(2)}).json()["model"]["version"] for _ in range(40)]
     assert set(versions) == {1, 2}, versions  # P(one version only) = 2 * 0.5**40
     headers = {"Authorization": f"Bearer {KEY}"}
-    _wait(lambda: requests.get(url + "/monitor", headers=headers, timeout=10).json()["shadow"]["requests"] > 0, 30, "shadow predictions")
+    wait_for(lambda: requests.get(url + "/monitor", headers=headers, timeout=10).json()["shadow"]["requests"] > 0, 30, "shadow predictions")
     model = requests.get(url + "/model", headers=headers, timeout=10).json()
     assert model["challenger"] == {"name": "adult-income", "version": 2}
     assert model["shadow"] == {"name": "adult-income", "version": 2}
@@ -332,7 +319,6 @@ def test_predict_cli_writes_csv_and_quarantines_bad_rows(served, tmp_path):
     assert set(out.column_names) >= {"source_line", "prediction", "probability"}
     quarantine = pq.read_table(tmp_path / "out.csv.quarantine")
     assert quarantine.column("__rp_rule").to_pylist() == ["max"] and quarantine.column("__rp_line").to_pylist() == [4]
-
 
 
 # ----------------------------------------------------------------- issue 13: the contract, live
