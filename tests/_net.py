@@ -1,4 +1,5 @@
-"""Helpers of the tests that start servers: a free loopback port and waiting for a condition.
+"""Helpers of the tests that start servers: a free loopback port, waiting for a condition,
+and `raypipe serve` as a subprocess.
 
 A plain module (not a conftest) so that module-scoped fixtures and tests import the same
 functions; ``pythonpath = ["tests"]`` in pyproject.toml puts it on ``sys.path`` under
@@ -7,8 +8,13 @@ functions; ``pythonpath = ["tests"]`` in pyproject.toml puts it on ``sys.path`` 
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -31,3 +37,24 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextmanager
+def raypipe_serve(exe: str, config: str, args: list[str], env: dict, folder: Path, cwd: Path) -> Iterator[subprocess.Popen]:
+    """``raypipe serve config *args`` as an operator runs it, stdout and stderr in
+    ``folder/serve.out`` and ``folder/serve.err``; entered once it prints "press Ctrl-C",
+    stopped with Ctrl-C (SIGINT; killed after 60 s) on exit."""
+    err_path = folder / "serve.err"
+    with open(folder / "serve.out", "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen([exe, "serve", config, *args], cwd=cwd, env=env, stdout=out, stderr=err)
+        try:
+            wait_for(lambda: "press Ctrl-C" in err_path.read_text() or proc.poll() is not None, 600, "raypipe serve",
+                     interval=1.0)
+            assert proc.poll() is None, f"raypipe serve exited with {proc.returncode}:\n{err_path.read_text()[-3000:]}"
+            yield proc
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()

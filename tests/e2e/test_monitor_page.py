@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from _net import free_port, wait_for
+from _net import free_port, raypipe_serve, wait_for
 
 pytestmark = pytest.mark.ops
 
@@ -49,33 +48,24 @@ def replayed(tmp_path_factory):
     env = {**os.environ, "RAY_TMPDIR": f"/tmp/rp-mp-{os.getpid()}", "RAYPIPE_LOG_DIR": str(base / "cli-logs")}
     env.pop("RAY_ADDRESS", None)
     exe = str(Path(sys.executable).with_name("raypipe"))
-    url, proc = f"http://127.0.0.1:{port}", None
+    url = f"http://127.0.0.1:{port}"
     try:
         run = subprocess.run([exe, "run", CONFIG, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stderr[-3000:]
         report = re.search(r"(\S+/report\.html)", run.stdout)
         assert report, run.stdout
-        out, err = open(base / "serve.out", "w"), open(base / "serve.err", "w")
-        proc = subprocess.Popen([exe, "serve", CONFIG, *args], cwd=ROOT, env=env, stdout=out, stderr=err)
-        wait_for(lambda: "press Ctrl-C" in (base / "serve.err").read_text() or proc.poll() is not None, 600, "raypipe serve")
-        assert proc.poll() is None, (base / "serve.err").read_text()[-3000:]
-        replay = subprocess.run([exe, "replay", CONFIG, "--input", "data/bike-sharing/hour-2012.csv", "--batch-hours", "24",
-                                 "--limit", str(WEEKS * 168), "--url", url, "--json"], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=1200)
-        assert replay.returncode == 0, replay.stderr[-3000:]
-        # The replay ends when its last rows are answered: the monitor closes the last window
-        # and the retraining it started finishes a little later.
-        monitor = wait_for(lambda: (m := requests.get(url + "/monitor", timeout=30).json())["windows"] == WEEKS
-                           and m["retrain"]["count"] == 1 and not m["retrain"]["running"] and m, 600,
-                           f"{WEEKS} windows and one finished retraining")
-        yield {"url": url, "base": base, "monitor": monitor, "report": Path(report.group(1)), "env": env, "exe": exe}
+        with raypipe_serve(exe, CONFIG, args, env, base, ROOT):
+            replay = subprocess.run([exe, "replay", CONFIG, "--input", "data/bike-sharing/hour-2012.csv", "--batch-hours", "24",
+                                     "--limit", str(WEEKS * 168), "--url", url, "--json"], cwd=ROOT, env=env, capture_output=True,
+                                    text=True, timeout=1200)
+            assert replay.returncode == 0, replay.stderr[-3000:]
+            # The replay ends when its last rows are answered: the monitor closes the last window
+            # and the retraining it started finishes a little later.
+            monitor = wait_for(lambda: (m := requests.get(url + "/monitor", timeout=30).json())["windows"] == WEEKS
+                               and m["retrain"]["count"] == 1 and not m["retrain"]["running"] and m, 600,
+                               f"{WEEKS} windows and one finished retraining")
+            yield {"url": url, "base": base, "monitor": monitor, "report": Path(report.group(1)), "env": env, "exe": exe}
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 

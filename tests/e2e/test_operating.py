@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pyarrow.csv as pacsv
 import pytest
 import requests
 
-from _net import free_port, wait_for
+from _net import free_port, raypipe_serve, wait_for
 
 pytestmark = pytest.mark.ops
 
@@ -75,19 +74,11 @@ def served(tmp_path_factory):
     run = subprocess.run([exe, "run", "configs/bike-regression.yaml", *args], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    out, err = open(base / "serve.out", "w"), open(base / "serve.err", "w")
-    proc = subprocess.Popen([exe, "serve", "configs/bike-regression.yaml", *args], cwd=ROOT, env=env, stdout=out, stderr=err)
     try:
-        wait_for(lambda: "press Ctrl-C" in (base / "serve.err").read_text() or proc.poll() is not None, 600, "raypipe serve")
-        assert proc.poll() is None, (base / "serve.err").read_text()[-3000:]
-        yield {"url": f"http://127.0.0.1:{port}", "run": run, "serve_err": (base / "serve.err").read_text(),
-               "serve_out": (base / "serve.out").read_text(), "hours": hours, "base": base}
+        with raypipe_serve(exe, "configs/bike-regression.yaml", args, env, base, ROOT):
+            yield {"url": f"http://127.0.0.1:{port}", "run": run, "serve_err": (base / "serve.err").read_text(),
+                   "serve_out": (base / "serve.out").read_text(), "hours": hours, "base": base}
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 

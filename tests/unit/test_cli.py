@@ -10,6 +10,8 @@ from click.testing import CliRunner
 
 from raypipe.cli import cli
 
+from _net import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 
@@ -159,8 +161,6 @@ def test_models_show_reads_as_text_and_json_keeps_every_field(tmp_path, monkeypa
 
 
 def test_monitor_report_renders_a_saved_status_and_names_an_unreachable_endpoint(tmp_path, monkeypatch):
-    import socket
-
     monkeypatch.chdir(ROOT)
     saved = tmp_path / "status.json"
     saved.write_text(json.dumps({"model": {"name": "adult-income", "version": 3}, "monitoring": True, "windows": 0,
@@ -173,9 +173,7 @@ def test_monitor_report_renders_a_saved_status_and_names_an_unreachable_endpoint
     assert result.output == f"wrote {out}: adult-income version 3, 0 windows (open it in a browser)\n"
     page = out.read_text()
     assert "<h1>raypipe monitor: adult-income version 3</h1>" in page and "<h2>Retraining (0 done, running)</h2>" in page
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     down = _invoke("monitor", "report", QUICKSTART, "--url", f"http://127.0.0.1:{port}", "-o", tmp_path / "x.html")
     assert down.exit_code == 1 and not (tmp_path / "x.html").exists()
     assert f"error: monitor report: cannot reach http://127.0.0.1:{port}/monitor (ConnectionError)" in down.output

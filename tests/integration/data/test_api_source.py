@@ -24,6 +24,8 @@ from raypipe.data.ingest import ingest
 from raypipe.data.sources import read_source, unwrap_task_errors
 from raypipe.errors import ConfigError, DataError
 
+from _net import free_port
+
 pytestmark = pytest.mark.ray
 
 PAGES, PER_PAGE = 50, 20
@@ -229,11 +231,7 @@ def test_a_page_failing_in_a_read_task_fails_the_read_clearly(ray_cluster, api):
 
 
 def test_unreachable_api_is_retried_then_named(ray_cluster):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     source = parse_config({"name": "t", "data": {"source": {"type": "api", "url": f"http://127.0.0.1:{port}/x", "max_retries": 1, "backoff_s": 0}}}).data.source
     with pytest.raises(DataError, match=rf"GET http://127.0.0.1:{port}/x failed 2 time\(s\) \(last: ConnectionError: "):
         read_source(source)
