@@ -16,6 +16,8 @@ import pyarrow as pa
 import pytest
 import yaml
 
+from _net import free_port
+
 pytestmark = pytest.mark.multinode
 
 FEATURES = ["f0", "f1", "f2"]
@@ -212,19 +214,11 @@ def served_run(multinode, tmp_path_factory):
                "early_stopping_rounds": None, "training": {"num_workers": "auto"}},
         registry={"uri": str(tmp / "registry")},
         monitor={"log_uri": str(tmp / "logs"), "flush_s": 0.5},
-        serve={"http": {"host": "127.0.0.1", "port": _free_port()}, "replica_cpus": 1,
+        serve={"http": {"host": "127.0.0.1", "port": free_port()}, "replica_cpus": 1,
                "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
     )
     result = Pipeline(cfg).run()
     return cfg, result
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_num_workers_auto_run_reports_the_cluster_sized_group(served_run):
