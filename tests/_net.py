@@ -27,7 +27,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.5) -> T:
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:
     """Poll ``predicate`` every ``interval`` seconds until it returns something truthy and
     return that; after ``timeout`` seconds fail with an AssertionError naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -48,8 +48,7 @@ def raypipe_serve(exe: str, config: str, args: list[str], env: dict, folder: Pat
     with open(folder / "serve.out", "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen([exe, "serve", config, *args], cwd=cwd, env=env, stdout=out, stderr=err)
         try:
-            wait_for(lambda: "press Ctrl-C" in err_path.read_text() or proc.poll() is not None, 600, "raypipe serve",
-                     interval=1.0)
+            wait_for(lambda: "press Ctrl-C" in err_path.read_text() or proc.poll() is not None, 600, "raypipe serve")
             assert proc.poll() is None, f"raypipe serve exited with {proc.returncode}:\n{err_path.read_text()[-3000:]}"
             yield proc
         finally:

@@ -86,7 +86,7 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
 
     # yr is 1 in every 2012 row and 0 in all of 2011: the first window drifts.
     monitor = wait_for(lambda: (m := session.get(url + "/monitor", timeout=30).json())["retrain"]["count"] >= 1 and m, 600,
-                       "the automatic retrain to finish")
+                       "the automatic retrain to finish", interval=0.5)
     assert monitor["logged_rows"] == served  # sample rate 1: every prediction is logged
     assert monitor["labelled_rows"] == served
     first_window = monitor["alerts"][0]
@@ -102,7 +102,7 @@ def test_drift_triggers_retrain_promotion_and_live_swap(loop):
     kinds = [e.event for e in registry.events("bike-demand")]
     assert {"alert", "retrain_triggered", "retrain_finished", "promoted"} <= set(kinds)
     # The endpoint swaps to version 2 live.
-    wait_for(lambda: _predict(session, url, rows[:1])["model"]["version"] == 2, 60, "version 2 to answer")
+    wait_for(lambda: _predict(session, url, rows[:1])["model"]["version"] == 2, 60, "version 2 to answer", interval=0.5)
 
 
 def test_served_equals_logged_across_replica_and_monitor_restarts(loop):
@@ -120,12 +120,12 @@ def test_served_equals_logged_across_replica_and_monitor_restarts(loop):
     serve_model(cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"reload_interval_s": 0.7})}))
     _predict(session, url, rows[30:60])
     logged = lambda: session.get(url + "/monitor", timeout=30).json()["logged_rows"]  # noqa: E731
-    wait_for(lambda: logged() == SERVED[0], 60, f"{SERVED[0]} served rows to be logged")
+    wait_for(lambda: logged() == SERVED[0], 60, f"{SERVED[0]} served rows to be logged", interval=0.5)
 
     # A killed monitor is restarted by Ray and rebuilds its counts from the log.
     ray.kill(ray.get_actor(monitor_name("bike-demand"), namespace="raypipe"), no_restart=False)
     wait_for(lambda: (r := session.get(url + "/monitor", timeout=30)).status_code == 200 and r.json()["logged_rows"] == SERVED[0],
-             120, "the restarted monitor to re-read the log")
+             120, "the restarted monitor to re-read the log", interval=0.5)
 
     result = CliRunner().invoke(cli, ["monitor", "status", str(ROOT / "configs/bike-regression.yaml"), "--url", url])
     assert result.exit_code == 0, result.output

@@ -223,11 +223,11 @@ class _Load:
 def test_promotion_and_rollback_swap_live_without_failed_requests(served):
     _, registry, url, _ = served
     with _Load(url, clients=2) as load:
-        wait_for(lambda: len(load.results) > 20, 60, "load to start")
+        wait_for(lambda: len(load.results) > 20, 60, "load to start", interval=0.2)
         registry.promote("adult-income", 2, reason="test: promote while serving")
-        wait_for(lambda: load.results and load.results[-1][2] == 2, 60, "version 2 to answer")
+        wait_for(lambda: load.results and load.results[-1][2] == 2, 60, "version 2 to answer", interval=0.2)
         registry.rollback("adult-income", reason="test: roll back while serving")
-        wait_for(lambda: load.results and load.results[-1][2] == 1, 60, "version 1 to answer again")
+        wait_for(lambda: load.results and load.results[-1][2] == 1, 60, "version 1 to answer again", interval=0.2)
         time.sleep(1)
     statuses = {s for _, s, _ in load.results}
     versions = [v for _, _, v in load.results]
@@ -247,9 +247,9 @@ def test_autoscaling_up_under_load_and_down_after(served):
 
     assert running() == 1
     with _Load(url, clients=6):
-        wait_for(lambda: running() >= 2, 90, "a second replica under load")
+        wait_for(lambda: running() >= 2, 90, "a second replica under load", interval=0.2)
         peak = running()
-    wait_for(lambda: running() == 1, 90, "scale-down to 1 replica after the load")
+    wait_for(lambda: running() == 1, 90, "scale-down to 1 replica after the load", interval=0.2)
     print(f"\n[timing] replicas 1 -> {peak} -> 1")
 
 
@@ -264,7 +264,8 @@ def test_canary_and_shadow(served):
     versions = [_post(url, {"instances": _adult_rows(2)}).json()["model"]["version"] for _ in range(40)]
     assert set(versions) == {1, 2}, versions  # P(one version only) = 2 * 0.5**40
     headers = {"Authorization": f"Bearer {KEY}"}
-    wait_for(lambda: requests.get(url + "/monitor", headers=headers, timeout=10).json()["shadow"]["requests"] > 0, 30, "shadow predictions")
+    wait_for(lambda: requests.get(url + "/monitor", headers=headers, timeout=10).json()["shadow"]["requests"] > 0, 30,
+             "shadow predictions", interval=0.2)
     model = requests.get(url + "/model", headers=headers, timeout=10).json()
     assert model["challenger"] == {"name": "adult-income", "version": 2}
     assert model["shadow"] == {"name": "adult-income", "version": 2}
