@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from _net import free_port
+
 pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,7 +280,6 @@ def test_ingest_stream_stopped_mid_stream_lands_every_message_once(tmp_path, ray
         r.close()
 
 
-
 # --------------------------------------------------------------------------- runs and the registry
 
 
@@ -494,14 +495,6 @@ def test_a_full_disk_under_output_and_registry_is_one_clear_error(tmp_path, ray_
 # --------------------------------------------------------------------------- the endpoint under load
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Load:
     """Threads posting one-row predictions until stopped; every 200 answer's prediction id is kept."""
 
@@ -556,7 +549,7 @@ def test_monitor_kill_9_and_endpoint_sigterm_under_load_lose_no_logged_predictio
     shutil.copytree(trained_registry, tmp_path / "reg")
     config = _small_config(tmp_path, rounds=20)
     cfg = json.loads(config.read_text())
-    port = _free_port()
+    port = free_port()
     cfg["serve"] = {"http": {"port": port}, "autoscaling": {"min_replicas": 1, "max_replicas": 1}}
     cfg["monitor"] = {"log_uri": str(tmp_path / "plog"), "flush_s": 1.0, "poll_s": 0.5}
     config.write_text(json.dumps(cfg))

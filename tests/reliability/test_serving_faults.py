@@ -28,6 +28,8 @@ import requests
 
 from raypipe.runtime.haproxy import haproxy_pids
 
+from _net import free_port
+
 pytestmark = pytest.mark.reliability
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +38,6 @@ CONFIG = ROOT / "configs" / "quickstart.yaml"
 COLUMNS = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
            "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income"]
 INTS = {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _port_free(port: int) -> bool:
@@ -102,7 +98,7 @@ class Endpoint:
     """A `raypipe serve` process of the quickstart model in its own session and RAY_TMPDIR."""
 
     def __init__(self, registry: Path, log_dir: Path, *overrides: str):
-        self.port = _free_port()
+        self.port = free_port()
         self.ray_tmp = tempfile.mkdtemp(prefix="rp-sf-", dir="/tmp")
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
