@@ -28,7 +28,7 @@ import requests
 
 from raypipe.runtime.haproxy import haproxy_pids
 
-from _net import free_port
+from _net import free_port, wait_for
 
 pytestmark = pytest.mark.reliability
 
@@ -48,14 +48,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-def _wait(predicate, what: str, timeout_s: float = 120.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout_s:.0f} s for {what}")
-        time.sleep(0.2)
 
 
 def _session_processes(sid: int, prefix: str) -> list[int]:
@@ -152,8 +144,9 @@ def test_no_haproxy_outlives_raypipe_serve(registry, tmp_path, sig):
             assert "Controller failed to shut down" not in log
         else:
             assert code == -signal.SIGKILL
-        _wait(lambda: not haproxy_pids(endpoint.haproxy_folder), f"the haproxy of {endpoint.url} to exit after {sig.name}")
-        _wait(lambda: _port_free(endpoint.port), f"port {endpoint.port} to be free after {sig.name}")
+        wait_for(lambda: not haproxy_pids(endpoint.haproxy_folder), 120,
+                 f"the haproxy of {endpoint.url} to exit after {sig.name}", interval=0.2)
+        wait_for(lambda: _port_free(endpoint.port), 120, f"port {endpoint.port} to be free after {sig.name}", interval=0.2)
         assert all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
                    for pid in haproxies)
     finally:
@@ -219,16 +212,17 @@ def test_a_replica_killed_under_load_fails_no_request(registry, tmp_path):
     endpoint = Endpoint(registry, logs, "serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2",
                         "serve.replica_cpus=0.25", "monitor.sample_rate=1.0")
     try:
-        _wait(lambda: len(endpoint.replicas()) == 2, "two replicas")
+        wait_for(lambda: len(endpoint.replicas()) == 2, 120, "two replicas", interval=0.2)
         with _Clients(endpoint.url, clients=8) as clients:
-            _wait(lambda: sum(clients.statuses.values()) >= 300, "300 answers before the kill")
+            wait_for(lambda: sum(clients.statuses.values()) >= 300, 120, "300 answers before the kill", interval=0.2)
             victim = endpoint.replicas()[0]
             os.kill(victim, signal.SIGKILL)
             clients.killed_at = time.monotonic()
             before = sum(clients.statuses.values())
             # Load goes on while Serve notices the death and starts a replacement.
-            _wait(lambda: victim not in endpoint.replicas() and len(endpoint.replicas()) == 2, "a replacement replica")
-            _wait(lambda: sum(clients.statuses.values()) >= before + 1000, "1,000 answers after the kill")
+            wait_for(lambda: victim not in endpoint.replicas() and len(endpoint.replicas()) == 2, 120,
+                     "a replacement replica", interval=0.2)
+            wait_for(lambda: sum(clients.statuses.values()) >= before + 1000, 120, "1,000 answers after the kill", interval=0.2)
         endpoint.proc.send_signal(signal.SIGTERM)
         assert endpoint.proc.wait(timeout=180) == 0, endpoint.proc.stderr.read()[-3000:]
         logged = read_all(str(logs / "adult-income"), PREDICTIONS)

@@ -20,6 +20,8 @@ import pytest
 
 from raypipe.runtime import haproxy
 
+from _net import wait_for
+
 # The parts of the haproxy.cfg Ray 2.60 renders (haproxy_templates.py) that the launcher
 # rewrites, verbatim, around lines it must leave alone.
 RAY_CONFIG = """global
@@ -118,14 +120,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait(predicate, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout_s:.0f} s for {what}")
-        time.sleep(0.1)
-
-
 def test_the_launcher_rewrites_execs_the_real_binary_and_dies_with_its_parent(fake_haproxy):
     fake, base, record = fake_haproxy
     env = haproxy.fast_path_env(stats_port=18404, metrics_port=19101, base=base)
@@ -139,7 +133,7 @@ def test_the_launcher_rewrites_execs_the_real_binary_and_dies_with_its_parent(fa
                                "subprocess.Popen(sys.argv[1:]); time.sleep(300)",
                                env["RAY_SERVE_HAPROXY_BINARY_PATH"], "-db", "-f", str(config), "-dR"])
     try:
-        _wait(record.exists, "the fake haproxy to start")
+        wait_for(record.exists, 60, "the fake haproxy to start", interval=0.1)
         started = json.loads(record.read_text())
         assert started["argv"] == [str(fake), "-db", "-f", str(config), "-dR"]  # Ray's arguments, the real binary
         assert config.read_text() == haproxy.rewrite_config(RAY_CONFIG, str(folder))
@@ -147,7 +141,7 @@ def test_the_launcher_rewrites_execs_the_real_binary_and_dies_with_its_parent(fa
     finally:
         parent.kill()
         parent.wait()
-    _wait(lambda: _gone(started["pid"]), "the orphaned haproxy to be killed")
+    wait_for(lambda: _gone(started["pid"]), 60, "the orphaned haproxy to be killed", interval=0.1)
 
 
 def test_a_new_driver_sweeps_the_folder_and_haproxy_of_a_dead_one(fake_haproxy):
@@ -158,7 +152,7 @@ def test_a_new_driver_sweeps_the_folder_and_haproxy_of_a_dead_one(fake_haproxy):
     stale.mkdir()
     (stale / "haproxy.cfg").write_text(RAY_CONFIG)
     orphan = subprocess.Popen([str(fake), "-db", "-f", str(stale / "haproxy.cfg")], start_new_session=True)
-    _wait(record.exists, "the stale haproxy to start")
+    wait_for(record.exists, 60, "the stale haproxy to start", interval=0.1)
     alive_driver = base / "rp-hap-1"  # pid 1 is alive: its folder stays
     alive_driver.mkdir()
     try:
