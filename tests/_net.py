@@ -57,3 +57,21 @@ def raypipe_serve(exe: str, config: str, args: list[str], env: dict, folder: Pat
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def refuses_without_ray_token(port: int) -> bool:
+    """Whether the gRPC server on ``port`` refuses a call without Ray's auth token
+    (UNAUTHENTICATED) and answers none: Ray's token mode guards the core workers' servers
+    and a replica's inter-deployment server, both bound on every interface by Ray itself.
+    A method a server does not have answers UNIMPLEMENTED, so both kinds are tried."""
+    import grpc
+
+    codes = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        for method in ("/ray.rpc.CoreWorkerService/NumPendingTasks", "/ray.serve.ASGIService/HandleRequest"):
+            try:
+                channel.unary_unary(method)(b"", timeout=10)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.RpcError as exc:
+                codes.append(exc.code())
+    return grpc.StatusCode.UNAUTHENTICATED in codes and grpc.StatusCode.OK not in codes

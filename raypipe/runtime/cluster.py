@@ -187,6 +187,34 @@ def _token_path() -> str | None:
     return os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
 
 
+@contextlib.contextmanager
+def _loopback_node() -> Iterator[None]:
+    """Within the block, a Ray started here takes 127.0.0.1 as its node address.
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray replaces a
+    loopback address with the machine's reachable one (``resolve_ip_for_localhost``),
+    and its agents then bind the metrics export on every interface and themselves on
+    that address (measured with ``ss -ltnp``: ``0.0.0.0:8085``). Ray keeps loopback only
+    where clusters are switched off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), which is
+    what a local Ray of one node is: the driver reads the flag it imported, the processes
+    Ray starts read the environment.
+    """
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    previous = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(name)
+    os.environ[name] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = previous[0]
+        if previous[1] is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous[1]
+
+
 def connect(address: str | None = None, *, configured_address: str | None = None, num_cpus: int | None = None,
             runtime_env: dict[str, Any] | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S,
             dashboard: bool = True, metrics_export_port: int | None = METRICS_EXPORT_PORT,
@@ -229,11 +257,9 @@ def connect(address: str | None = None, *, configured_address: str | None = None
         else:
             use_local_ray_env(serve_fast_path)
             port = _free_port(metrics_export_port) if metrics_export_port else None
-            # A node address on loopback makes Ray bind its metrics export there too
-            # (it listens on every interface otherwise).
             for attempt in (1, 2):
                 try:
-                    with _installed_package_first():
+                    with _installed_package_first(), _loopback_node():
                         info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
                                         _node_ip_address="127.0.0.1", _metrics_export_port=port, **kwargs)
                     break

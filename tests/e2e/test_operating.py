@@ -9,6 +9,7 @@ One `raypipe run` and one `raypipe serve`, each starting its own Ray (dashboard 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import pyarrow.csv as pacsv
 import pytest
 import requests
 
-from _net import free_port, raypipe_serve, wait_for
+from _net import free_port, raypipe_serve, refuses_without_ray_token, wait_for
 
 pytestmark = pytest.mark.ops
 
@@ -75,8 +76,8 @@ def served(tmp_path_factory):
                          text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     try:
-        with raypipe_serve(exe, "configs/bike-regression.yaml", args, env, base, ROOT):
-            yield {"url": f"http://127.0.0.1:{port}", "run": run, "serve_err": (base / "serve.err").read_text(),
+        with raypipe_serve(exe, "configs/bike-regression.yaml", args, env, base, ROOT) as proc:
+            yield {"url": f"http://127.0.0.1:{port}", "run": run, "pid": proc.pid, "serve_err": (base / "serve.err").read_text(),
                    "serve_out": (base / "serve.out").read_text(), "hours": hours, "base": base}
     finally:
         shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
@@ -152,12 +153,47 @@ def test_every_spec_metric_reaches_prometheus_with_the_traffic_values(served):
     assert _value(idle, "ray_raypipe_model_version", **model) == 1
     assert _value(idle, "ray_raypipe_feature_drift", feature="temp", **model) is not None
 
-    # The export listens on loopback only.
+    # The export listens on loopback only: no address of this machine's other interfaces answers.
     port = int(metrics_url.split(":")[2].split("/")[0])
-    host_ip = socket.gethostbyname(socket.gethostname())
-    if not host_ip.startswith("127."):
+    for address in _other_addresses():
         with pytest.raises(OSError):
-            socket.create_connection((host_ip, port), timeout=3).close()
+            socket.create_connection((address, port), timeout=3).close()
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _other_addresses() -> list[str]:
+    """This machine's IPv4 addresses that are not loopback (the network a neighbour reaches)."""
+    import psutil
+
+    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+            if a.family == socket.AF_INET and not a.address.startswith("127.")]
+
+
+def test_nothing_of_the_endpoint_listens_beyond_loopback(served):
+    # `raypipe serve` with serve.http.host 127.0.0.1 (the default) and the local Ray it
+    # started: the driver, Ray's GCS, raylet, agents and workers, the Serve actors, HAProxy.
+    # Ray binds its servers to the node's address, which raypipe keeps on loopback.
+    import psutil
+
+    root = psutil.Process(served["pid"])
+    processes = [root, *root.children(recursive=True)]
+    assert any(p.name() == "haproxy" for p in processes), "the fast path's HAProxy is not running"
+    listening = []
+    for proc in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for conn in proc.net_connections("inet"):
+                if conn.status == psutil.CONN_LISTEN or (conn.type == socket.SOCK_DGRAM and not conn.raddr):
+                    listening.append((proc.name(), conn.laddr.ip, conn.laddr.port))
+    beyond = [entry for entry in listening if entry[1] not in LOOPBACK]
+    print(f"\n{len(listening)} listening sockets in {len(processes)} processes of raypipe serve; beyond loopback: {beyond}")
+    assert len(listening) >= 10, listening  # GCS, raylet, agents, dashboard, metrics, HAProxy, replica ...
+    # The one exception: Serve binds each replica's inter-deployment gRPC server to "[::]:0"
+    # (ray/serve/_private/replica.py, not configurable); it refuses a call without the
+    # cluster's token.
+    assert [(name, ip) for name, ip, _ in beyond] == [("ray::ServeReplica:bike-demand:Endpoint", "::")], beyond
+    assert refuses_without_ray_token(beyond[0][2])
 
 
 def test_dashboard_shows_the_application_and_the_monitor_actor(served):

@@ -22,7 +22,7 @@ from raypipe import Pipeline
 from raypipe.config import load_config
 from raypipe.registry import ModelRegistry
 
-from _net import free_port, wait_for
+from _net import free_port, refuses_without_ray_token, wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "test-key-0123456789"
@@ -447,24 +447,6 @@ def test_poison_clients_never_fail_valid_ones(served):
     assert poison and set(map(str, poison)) == {str((422, ["instances[0].capital_loss"]))}
 
 
-def _refuses_without_ray_token(port: int) -> bool:
-    """Whether the gRPC server on ``port`` refuses a call without Ray's auth token
-    (UNAUTHENTICATED) and answers none: Ray's token mode guards the core workers' servers
-    and a replica's inter-deployment server, both bound on every interface by Ray itself.
-    A method a server does not have answers UNIMPLEMENTED, so both kinds are tried."""
-    import grpc
-
-    codes = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        for method in ("/ray.rpc.CoreWorkerService/NumPendingTasks", "/ray.serve.ASGIService/HandleRequest"):
-            try:
-                channel.unary_unary(method)(b"", timeout=10)
-                codes.append(grpc.StatusCode.OK)
-            except grpc.RpcError as exc:
-                codes.append(exc.code())
-    return grpc.StatusCode.UNAUTHENTICATED in codes and grpc.StatusCode.OK not in codes
-
-
 def _title(process) -> str:
     import psutil
 
@@ -506,5 +488,5 @@ def test_fast_path_listens_on_loopback_only(served):
                 beyond_loopback.append((proc.name(), conn.type.name, conn.laddr.ip, conn.laddr.port))
     assert beyond_loopback, "expected Ray's own gRPC servers on every interface"
     assert all(kind == "SOCK_STREAM" and name != "haproxy" for name, kind, _, _ in beyond_loopback), beyond_loopback
-    refusing = {entry: _refuses_without_ray_token(entry[3]) for entry in beyond_loopback}
+    refusing = {entry: refuses_without_ray_token(entry[3]) for entry in beyond_loopback}
     assert all(refusing.values()), refusing
