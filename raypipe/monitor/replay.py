@@ -362,7 +362,6 @@ def replay(
     sync = _MonitorSync(client, poll_s, retrain_timeout_s, swap_timeout_s, max_lag_rows,
                         float(getattr(cfg.monitor, "sample_rate", 1.0)), stall_s, say)
     sent = 0
-    stop = StopRequest()
     try:
         if wait_for_retrain:
             try:
