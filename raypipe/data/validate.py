@@ -145,6 +145,8 @@ def _trim(arr: pa.Array) -> pa.Array:
 
 def _to_int(arr: pa.Array) -> pa.Array:
     t = arr.type
+    if t == pa.int64():
+        return arr
     if pa.types.is_null(t):
         return pa.nulls(len(arr), pa.int64())
     if pa.types.is_integer(t) or pa.types.is_boolean(t):
@@ -175,6 +177,8 @@ def _to_int(arr: pa.Array) -> pa.Array:
 
 def _to_float(arr: pa.Array) -> pa.Array:
     t = arr.type
+    if t == pa.float64():
+        return arr
     if pa.types.is_null(t):
         return pa.nulls(len(arr), pa.float64())
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
@@ -381,6 +385,9 @@ class BatchValidator:
         self.source = source
         self.missing_columns = missing_columns
         self.columns = [_Column(name, spec) for name, spec in schema.columns.items()]
+        # Arrow tables are immutable: the empty quarantine of a column set is built once
+        # (building it cost 0.4 ms of a 1-row HTTP request's 1 ms validation, measured).
+        self._empty: dict[tuple[str, ...], pa.Table] = {}
 
     def __call__(self, table: pa.Table) -> tuple[pa.Table, pa.Table]:
         if not self.columns:
@@ -442,7 +449,11 @@ class BatchValidator:
         return valid, self._quarantine(table, data, raw, checks, idx, reader_err)
 
     def _empty_quarantine(self, data: list[str]) -> pa.Table:
-        return quarantine_schema(data).empty_table()
+        key = tuple(data)
+        empty = self._empty.get(key)
+        if empty is None:
+            empty = self._empty[key] = quarantine_schema(data).empty_table()
+        return empty
 
     def _quarantine(
         self,

@@ -116,6 +116,7 @@ def deployment_options(cfg: PipelineConfig) -> dict[str, Any]:
         "health_check_period_s": 2.0,
         "health_check_timeout_s": 10.0,
         "ray_actor_options": {"num_cpus": s.replica_cpus},
+        "logging_config": {"enable_access_log": s.access_log},
         "autoscaling_config": {
             "min_replicas": a.min_replicas,
             "initial_replicas": max(a.min_replicas, 1),
