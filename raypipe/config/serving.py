@@ -74,8 +74,8 @@ class ServeConfig(ConfigModel):
     )
     access_log: bool = Field(
         False, description="Serve's access log: one line per request in each replica's log file. Off by default: "
-        "raypipe_requests_total and the prediction log already record every request, and the line cost the "
-        "replica about 0.2 ms of CPU per request (measured)."
+        "raypipe_requests_total and the prediction log already record every request, and each line costs the "
+        "replica CPU on every request."
     )
     fast_path: bool = Field(
         True, description="A local Ray that raypipe starts runs Serve's HAProxy ingress and throughput-optimized mode "
