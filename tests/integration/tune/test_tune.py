@@ -314,9 +314,9 @@ def test_every_trial_failing_raises_the_trials_own_error(ray_cluster, storage):
 
 
 def test_a_reused_trial_actor_trains_on_the_matrices_it_kept(ray_cluster, storage, data):
-    """4 trials of the same params, 2 at a time: the trials after the first of each actor
-    train on the kept QuantileDMatrix pair (no read, no build) and give the very model
-    a freshly built pair gives."""
+    """4 trials of the same params, up to 2 at a time: the trials after the first of each
+    actor train on the kept QuantileDMatrix pair (no read, no build) and give the very
+    model a freshly built pair gives."""
     import json
 
     from raypipe.train._tune_trial import RESULT_FILENAME
@@ -332,8 +332,9 @@ def test_a_reused_trial_actor_trains_on_the_matrices_it_kept(ray_cluster, storag
     ]
     built = [s for s in summaries if s["timings"]["build_dmatrix"] > 0]
     kept = [s for s in summaries if s["timings"]["read_shards"] == s["timings"]["build_dmatrix"] == 0.0]
-    # Two actors build (one each); Tune may start a new actor instead of reusing one, never fewer builds.
-    assert len(built) >= 2 and len(built) + len(kept) == 4 and kept, [s["timings"] for s in summaries]
+    # Each trial actor builds once (up to 2 run at once; under load Tune may run every
+    # trial in one actor, or start a new actor instead of reusing one).
+    assert built and kept and len(built) + len(kept) == 4, [s["timings"] for s in summaries]
     assert {s["rows"]["train"] for s in summaries} == {5000}
     assert len({r["metric"] for r in result.trials}) == 1, result.trials
     assert len({json.dumps(s["history"], sort_keys=True) for s in summaries}) == 1
