@@ -290,7 +290,7 @@ def batch_predict(
     })
     run_cfg = cfg.model_copy(update={"data": data})
     connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-            dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
+            dashboard=bool(cfg.cluster.dashboard), metrics_export_port=cfg.cluster.metrics_export_port)
     fs.create_dir(out_path.rpartition("/")[0] or "/", recursive=True)
     staged_out, staged_q = _sibling(out_path, "tmp"), _sibling(q_path, "tmp")
     base = out_uri[: len(out_uri) - len(out_path)] if not is_local(out_uri) else ""

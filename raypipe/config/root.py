@@ -30,8 +30,10 @@ class ClusterConfig(ConfigModel):
     num_cpus: int | None = Field(
         None, ge=1, description="CPUs of the local Ray started when address is null (default: all)."
     )
-    dashboard: bool = Field(
-        True, description="Start the Ray dashboard (on 127.0.0.1) with the local Ray; `--no-dashboard` turns it off."
+    dashboard: bool | None = Field(
+        None, description="Start the Ray dashboard (on 127.0.0.1) with the local Ray. null: with `raypipe serve` "
+                          "(a service an operator watches), not with batch runs (`raypipe run`, `predict`: the "
+                          "dashboard's 10 processes hold ~230 MiB); `--dashboard`/`--no-dashboard` decide per command."
     )
     metrics_export_port: int | None = Field(
         8085, ge=1, le=65535,

@@ -33,6 +33,13 @@ log = logging.getLogger("raypipe")
 #: cluster, set them where the cluster is started.
 LOCAL_RAY_ENV = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 
+#: Only for a local Ray on this machine (not in a cluster's environment): Ray Train starts
+#: a ``PreemptionWatcher`` actor with every worker group, which polls for draining
+#: (preempted) nodes and only logs them: one more Python process (110 MiB PSS, 194 MiB
+#: RSS in the quickstart, see benchmarks/pair_memory.py) starting while the workers do,
+#: for nodes that one machine never drains.
+_ONE_MACHINE_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
 #: Port of the Prometheus metrics export of a local Ray (``cluster.metrics_export_port``):
 #: fixed, so a Prometheus scrape config can name it; bound to loopback. When it is taken
 #: (another local Ray), a free port is used and printed instead.
@@ -47,14 +54,14 @@ class ClusterUnreachable(ConnectionError):
 
 
 def use_local_ray_env(serve_fast_path: bool = False) -> None:
-    """Put :data:`LOCAL_RAY_ENV` (and, with ``serve_fast_path``, Serve's fast path:
+    """Put :data:`LOCAL_RAY_ENV` and ``_ONE_MACHINE_ENV`` (and, with ``serve_fast_path``, Serve's fast path:
     :func:`raypipe.runtime.haproxy.fast_path_env`) in this process's environment (values
     already set win) before it starts a local Ray: every Ray process inherits it.
 
     Raises:
         FileNotFoundError: ``serve_fast_path`` and no HAProxy binary is installed.
     """
-    env = dict(LOCAL_RAY_ENV)
+    env = {**LOCAL_RAY_ENV, **_ONE_MACHINE_ENV}
     # Prepared once per process: a second local Ray (tests) reuses the folder and ports.
     if serve_fast_path and haproxy.DIR_PREFIX not in os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", ""):
         stats = metrics = _free_port(0)

@@ -60,7 +60,7 @@ def serve_model(cfg: PipelineConfig, model: str | None = None, address: str | No
             "Set serve.auth.api_keys_env (or api_keys_file) to require API keys.", host,
         )
     connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-            dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port,
+            dashboard=cfg.cluster.dashboard is not False, metrics_export_port=cfg.cluster.metrics_export_port,
             serve_fast_path=cfg.serve.fast_path)
     if cfg.monitor.enabled:
         start_monitor(cfg, retrain)  # before the replicas, which look it up by name

@@ -28,7 +28,14 @@ import pyarrow.fs
 from ray.train import Checkpoint
 
 from raypipe.runtime.storage import resolve
-from raypipe.train._worker import MODEL_FILENAME, STATE_FILENAME, LoopConfig, train_loop
+from raypipe.train._worker import (
+    MODEL_FILENAME,
+    STATE_FILENAME,
+    LoopConfig,
+    Matrices,
+    build_matrices,
+    train_loop,
+)
 
 _KEEP = 2  # checkpoints kept, as the Ray Train runs' CheckpointConfig(num_to_keep=2)
 
@@ -53,6 +60,9 @@ class LocalSession:
 
     def shard(self, name: str) -> Any:
         return self._datasets[name]
+
+    def matrices(self, cfg: LoopConfig) -> Matrices:
+        return build_matrices(cfg, self)
 
     def checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint whose state file was written (written last)."""

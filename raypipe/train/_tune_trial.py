@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -52,16 +53,21 @@ class TrialJob:
         spec: the per-trial spec (its ``params`` are the defaults the samples override).
         plan: the workers and CPUs of each trial.
         env: environment variables forwarded from the driver (:data:`FORWARDED_ENV`).
+        data_key: names this experiment's datasets: a reused trial actor keeps the
+            matrices it built under this key for the next trial (:class:`_TrialSession`).
     """
 
     spec: TrainSpec
     plan: WorkerPlan
     env: dict[str, str] = field(default_factory=dict)
+    data_key: str = ""
 
     @classmethod
     def from_driver(cls, spec: TrainSpec, plan: WorkerPlan) -> TrialJob:
-        """The job of ``spec`` on ``plan``, with the driver's :data:`FORWARDED_ENV`."""
-        return cls(spec=spec, plan=plan, env={k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
+        """The job of ``spec`` on ``plan``, with the driver's :data:`FORWARDED_ENV`
+        and a new :attr:`data_key`."""
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+        return cls(spec=spec, plan=plan, env=env, data_key=uuid.uuid4().hex)
 
 
 def plain_values(config: dict) -> dict:
@@ -89,14 +95,40 @@ class _TrialStopped(Exception):
     """Raised in a one-worker trial's training loop once Tune stopped the trial."""
 
 
+# The matrices the last trial of this (reused) trial actor built: (key, matrices).
+_KEPT_MATRICES: dict[str, tuple[tuple, _worker.Matrices]] = {}
+
+
 class _TrialSession(_local.LocalSession):
     """A one-worker trial: the loop runs in the trial actor, checkpoints as a
     one-task run's, every report goes to Tune (with the checkpoint's path, as
-    ``TuneReportCallback`` forwards a Ray Train run's)."""
+    ``TuneReportCallback`` forwards a Ray Train run's).
 
-    def __init__(self, datasets: dict[str, Any], fs, path: str, run: _TrainRun):
+    Tune reuses a finished trial's actor for the next trial (``reuse_actors``),
+    and every trial of an experiment trains on the same rows: the actor keeps
+    the ``QuantileDMatrix`` pair it built and the next trial with the same
+    columns, ``max_bin`` and ``nthread`` trains on it (the same matrices, so
+    the same model), without reading the blocks and sketching the quantiles again
+    (measured: most of a trial's start-up, see ``benchmarks/pair_tune.py``).
+    Only the newest pair is kept, and it goes with the actor at the end of
+    the experiment.
+    """
+
+    def __init__(self, datasets: dict[str, Any], fs, path: str, run: _TrainRun, data_key: str = ""):
         super().__init__(datasets, fs, path)
         self._run = run
+        self._data_key = data_key
+
+    def matrices(self, cfg: _worker.LoopConfig) -> _worker.Matrices:
+        key = (self._data_key, _worker.matrices_key(cfg))
+        kept = _KEPT_MATRICES.get("last")
+        if self._data_key and kept is not None and kept[0] == key:
+            return replace(kept[1], timings={"read_shards": 0.0, "build_dmatrix": 0.0})
+        _KEPT_MATRICES.clear()  # free the previous experiment's matrices before building
+        data = super().matrices(cfg)
+        if self._data_key:
+            _KEPT_MATRICES["last"] = (key, data)
+        return data
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None, name: str | None = None) -> None:
         if self._run.stop_requested:
@@ -132,7 +164,7 @@ def _trial(config: dict, train=None, valid=None, job: TrialJob | None = None) ->
         if plan.local:
             started = time.perf_counter()
             fs, path = _local.run_dir(trial_spec.storage_path, trial_id)
-            session = _TrialSession({"train": train, "valid": valid}, fs, path, run)
+            session = _TrialSession({"train": train, "valid": valid}, fs, path, run, job.data_key)
             out = _worker.train_loop(loop_config(trial_spec, plan, has_valid=True), session)
             result = train_result(out, None, plan, session.last_checkpoint or "", time.perf_counter() - started)
         else:

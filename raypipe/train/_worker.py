@@ -85,6 +85,9 @@ class Session(Protocol):
     def shard(self, name: str) -> Any:
         """This worker's rows of dataset ``name`` (anything with ``iter_batches``)."""
 
+    def matrices(self, cfg: LoopConfig) -> Matrices:
+        """This worker's shards as XGBoost matrices (:func:`build_matrices`, or kept ones)."""
+
     def checkpoint(self) -> Checkpoint | None:
         """The latest persisted checkpoint to resume from, or ``None``."""
 
@@ -103,6 +106,9 @@ class TrainSession:
 
     def shard(self, name: str) -> Any:
         return ray.train.get_dataset_shard(name)
+
+    def matrices(self, cfg: LoopConfig) -> Matrices:
+        return build_matrices(cfg, self)
 
     def checkpoint(self) -> Checkpoint | None:
         return ray.train.get_checkpoint()
@@ -192,19 +198,20 @@ def _dmatrix(batches, cfg: LoopConfig, ref: xgb.DMatrix | None) -> xgb.QuantileD
     )
 
 
-def _complete_params(cfg: LoopConfig, batches: list[dict[str, Any]]) -> dict:
+def _complete_params(cfg: LoopConfig, dtrain: xgb.DMatrix) -> dict:
     """Fill in ``num_class`` / ``scale_pos_weight: auto`` from the labels.
 
-    One all-reduce over the workers' shards (already in memory), instead of
-    an extra Ray Data pass over a possibly lazily transformed dataset.
+    One all-reduce over the workers' training labels (already in the matrix),
+    instead of an extra Ray Data pass over a possibly lazily transformed dataset.
     """
     params = dict(cfg.params)
     need_classes = cfg.task == "multiclass" and "num_class" not in params
     if not (need_classes or cfg.scale_pos_weight_auto):
         return params
-    n = float(sum(len(b["label"]) for b in batches))
-    pos = float(sum(float(b["label"].sum(dtype=np.float64)) for b in batches))
-    top = max((float(b["label"].max()) for b in batches if len(b["label"])), default=-np.inf)
+    labels = dtrain.get_label()
+    n = float(len(labels))
+    pos = float(labels.sum(dtype=np.float64))
+    top = float(labels.max()) if len(labels) else -np.inf
     n, pos = xgb.collective.allreduce(np.array([n, pos]), xgb.collective.Op.SUM)
     (top,) = xgb.collective.allreduce(np.array([top]), xgb.collective.Op.MAX)
     label = cfg.label
@@ -224,6 +231,59 @@ def _complete_params(cfg: LoopConfig, batches: list[dict[str, Any]]) -> dict:
             )
         params["scale_pos_weight"] = (n - pos) / pos
     return params
+
+
+@dataclass
+class Matrices:
+    """A worker's training data as XGBoost matrices, and what reading it cost.
+
+    Attributes:
+        dtrain: the training rows of this worker's shard.
+        dvalid: the validation rows (quantized with ``dtrain``'s cuts), or ``None``.
+        train_rows, valid_rows: rows of each shard.
+        timings: seconds of ``read_shards`` and ``build_dmatrix``.
+    """
+
+    dtrain: xgb.QuantileDMatrix
+    dvalid: xgb.QuantileDMatrix | None
+    train_rows: int
+    valid_rows: int
+    timings: dict[str, float]
+
+
+def matrices_key(cfg: LoopConfig) -> tuple:
+    """What the matrices of :func:`build_matrices` depend on besides the rows: two
+    configs with the same key build the same matrices from the same datasets."""
+    return (
+        tuple(cfg.features), tuple(cfg.feature_types), cfg.label, cfg.weight, cfg.has_valid,
+        int(cfg.params.get("max_bin", 256)), int(cfg.params["nthread"]),
+    )
+
+
+def build_matrices(cfg: LoopConfig, session: Session) -> Matrices:
+    """Read ``session``'s shards and build the ``QuantileDMatrix`` of each."""
+    timings = {"read_shards": 0.0, "build_dmatrix": 0.0}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[phase] += now - clock
+        clock = now
+
+    batches, train_rows = _read_shard(session.shard("train"), cfg)
+    lap("read_shards")
+    dtrain = _dmatrix(batches, cfg, ref=None)
+    del batches
+    lap("build_dmatrix")
+    dvalid, valid_rows = None, 0
+    if cfg.has_valid:
+        batches, valid_rows = _read_shard(session.shard("valid"), cfg)
+        lap("read_shards")
+        dvalid = _dmatrix(batches, cfg, ref=dtrain)
+        del batches
+        lap("build_dmatrix")
+    return Matrices(dtrain, dvalid, train_rows, valid_rows, timings)
 
 
 # ------------------------------------------------------------- early stopping
@@ -450,23 +510,15 @@ def train_loop(cfg: LoopConfig, session: Session) -> dict | None:
         timings[phase] = timings.get(phase, 0.0) + now - clock
         clock = now
 
-    train_batches, train_rows = _read_shard(session.shard("train"), cfg)
-    lap("read_shards")
-    params = _complete_params(cfg, train_batches)
-    dtrain = _dmatrix(train_batches, cfg, ref=None)
-    del train_batches
-    lap("build_dmatrix")
+    data = session.matrices(cfg)
+    timings.update(data.timings)
+    clock = time.perf_counter()
+    dtrain, train_rows, valid_rows = data.dtrain, data.train_rows, data.valid_rows
+    params = _complete_params(cfg, dtrain)
     # XGBoost scores ``evals`` every round (early stopping needs the validation
     # rows); the training rows are scored only at reported rounds (see the callback).
-    evals: list[tuple[xgb.DMatrix, str]] = []
+    evals: list[tuple[xgb.DMatrix, str]] = [(data.dvalid, "valid")] if data.dvalid is not None else []
     train_eval = [(dtrain, "train")]
-    valid_rows = 0
-    if cfg.has_valid:
-        valid_batches, valid_rows = _read_shard(session.shard("valid"), cfg)
-        lap("read_shards")
-        evals.append((_dmatrix(valid_batches, cfg, ref=dtrain), "valid"))
-        del valid_batches
-        lap("build_dmatrix")
 
     model: xgb.Booster | None = None
     state: dict = {"rounds_done": 0, "finished": False, "stopped": False, "history": {}}

@@ -4,7 +4,7 @@ loopback, `ray_` prefixed) with the values of known traffic; the dashboard shows
 application and the monitor actor (headless Chromium, when installed); the terminal
 holds raypipe's lines and Ray's go to the log file.
 
-One `raypipe run` and one `raypipe serve`, each starting its own Ray (dashboard on).
+One `raypipe run` and one `raypipe serve`, each starting its own Ray (dashboard on, as configured).
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def served(tmp_path_factory):
         f"serve.http.port={port}", "serve.reload_interval_s=1", "serve.replica_cpus=0.1", "serve.autoscaling.max_replicas=1",
         "monitor.window_rows=100", "monitor.flush_s=0.5", "monitor.poll_s=0.5", "retrain.on_drift=false",
         "retrain.on_performance=null", "cluster.num_cpus=2",
+        "cluster.dashboard=true",  # off by default for `raypipe run`: the operator asks for it
     ]
     args = [a for s in sets for a in ("--set", s)]
     env = {**os.environ, "RAY_TMPDIR": str(Path("/tmp") / f"rp-ops-{os.getpid()}"), "RAYPIPE_LOG_DIR": str(base / "cli-logs")}
