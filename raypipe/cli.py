@@ -740,8 +740,13 @@ def models_verify(config: str, version: str | None, all_models: bool, address, p
     else:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
+        for a in report["abandoned"]:
+            recorded = "" if a["recorded"] else " (not in the event log yet: the next write records it)"
+            click.echo(f"note: {a['model']} version {a['version']} {a['reason']}{recorded}; it stays a candidate: "
+                       f"promote it by hand after checking it (raypipe models promote), or leave it.", err=True)
         click.echo(f"registry {registry.uri}: {report['versions']} versions, {report['files']} files, "
-                   f"{report['events']} events checked; {len(problems)} problems")
+                   f"{report['events']} events checked; {len(problems)} problems"
+                   + (f", {len(report['abandoned'])} abandoned candidates" if report["abandoned"] else ""))
     if problems:
         sys.exit(1)
 
