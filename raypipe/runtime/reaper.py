@@ -21,7 +21,7 @@ while ``ray.init`` starts the node, so that a process a Ray worker starts is cov
 Command lines do not tell: Ray renames its workers and agents (``ray::IDLE``,
 ``ray::DashboardAgent``) and their command lines no longer name the session folder; nor
 does the mark alone (measured: renaming overwrote the start of an agent's environment,
-mark included, in 3 of 6 runs). The driver sends the session folder down the pipe once
+mark included, in 7 of 10 runs). The driver sends the session folder down the pipe once
 Ray has started (:meth:`Reaper.watch`).
 
 This module runs as the reaper with only the standard library (it is run by path, not
