@@ -341,6 +341,7 @@ def _serve_until_stopped(cfg, name: str) -> None:
     from ray import serve as ray_serve
 
     from raypipe.monitor.log import FEEDBACK, PREDICTIONS, fold_spills
+    from raypipe.runtime.haproxy import soft_stop
     from raypipe.runtime.signals import stop_on_signals
     from raypipe.runtime.storage import absolute_uri
 
@@ -354,7 +355,10 @@ def _serve_until_stopped(cfg, name: str) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     try:
-        ray_serve.shutdown()  # stops accepting requests, drains in-flight ones
+        # HAProxy first: it answers what it holds and refuses new connections; Serve's
+        # shutdown would SIGKILL it with answers in flight.
+        soft_stop()
+        ray_serve.shutdown()  # stops the replicas, draining what they still hold
     finally:
         ray.shutdown()  # every replica is gone: their spills are unlocked
     root = f"{absolute_uri(cfg.monitor.log_uri).rstrip('/')}/{name}"
@@ -740,8 +744,13 @@ def models_verify(config: str, version: str | None, all_models: bool, address, p
     else:
         for problem in problems:
             click.echo(f"problem: {problem}", err=True)
+        for a in report["abandoned"]:
+            recorded = "" if a["recorded"] else " (not in the event log yet: the next write records it)"
+            click.echo(f"note: {a['model']} version {a['version']} {a['reason']}{recorded}; it stays a candidate: "
+                       f"promote it by hand after checking it (raypipe models promote), or leave it.", err=True)
         click.echo(f"registry {registry.uri}: {report['versions']} versions, {report['files']} files, "
-                   f"{report['events']} events checked; {len(problems)} problems")
+                   f"{report['events']} events checked; {len(problems)} problems"
+                   + (f", {len(report['abandoned'])} abandoned candidates" if report["abandoned"] else ""))
     if problems:
         sys.exit(1)
 

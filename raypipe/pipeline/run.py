@@ -407,7 +407,8 @@ def _register(cfg: PipelineConfig, state: _RunState) -> None:
     scalars = {k: v for k, v in candidate.items() if isinstance(v, (int, float)) or v is None}
     with tempfile.TemporaryDirectory(prefix="raypipe-bundle-") as tmp:
         state.bundle.save(tmp)
-        version = registry.register(name, tmp, metrics=scalars, run_id=state.run_id, tags={"trigger": state.trigger if isinstance(state.trigger, str) else state.trigger.get("kind", "")})
+        version = registry.register(name, tmp, metrics=scalars, run_id=state.run_id, tags={"trigger": state.trigger if isinstance(state.trigger, str) else state.trigger.get("kind", "")},
+                                    awaiting_gate=True)
     state.model = {"name": name, "version": version.version}
     try:
         _gate_and_promote(cfg, state, registry, version.version)

@@ -33,16 +33,13 @@ def _owner() -> dict[str, Any]:
     return {"token": uuid.uuid4().hex, "pid": os.getpid(), "host": socket.gethostname(), "ts": utc_now()}
 
 
-def _holder_is_dead(holder: dict[str, Any] | None) -> bool:
-    """Whether the lock's holder ran on this host and its process no longer exists.
+def process_gone(pid: Any, host: Any) -> bool:
+    """Whether process ``pid`` ran on this host and no longer exists.
 
-    Only a holder on the same host can be checked; pid reuse can only make a
-    dead holder look alive (the lock is then broken when it goes stale).
+    Only a process on the same host can be checked (``False`` for any other); pid reuse
+    can only make a dead process look alive, never the other way round.
     """
-    if not holder or holder.get("host") != socket.gethostname():
-        return False
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    if host != socket.gethostname() or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -51,6 +48,11 @@ def _holder_is_dead(holder: dict[str, Any] | None) -> bool:
     except PermissionError:
         return False  # alive, owned by another user
     return False
+
+
+def _holder_is_dead(holder: dict[str, Any] | None) -> bool:
+    """Whether the lock's holder ran on this host and its process no longer exists."""
+    return bool(holder) and process_gone(holder.get("pid"), holder.get("host"))
 
 
 class Lock:

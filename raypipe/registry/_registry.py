@@ -11,8 +11,11 @@ The facade over the registry's rooms, one per concern:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +33,7 @@ from raypipe.registry._errors import (
     VersionNotFoundError,
 )
 from raypipe.registry._events import EVENTS_FILE, EventLog, champion_history, check_event_type
-from raypipe.registry._lock import Lock
+from raypipe.registry._lock import Lock, process_gone
 from raypipe.registry._records import (
     CHAMPION,
     LATEST,
@@ -47,6 +50,8 @@ from raypipe.registry._versions import VERSION_FILE, VersionStore, check_artifac
 from raypipe.runtime.storage import absolute_uri, resolve
 
 __all__ = ["ModelRegistry"]
+
+log = logging.getLogger(__name__)
 
 _ANY = object()  # promote() without an expected champion
 
@@ -144,6 +149,14 @@ class ModelRegistry:
             self._lock_timeout_s,
             self._stale_lock_s,
         )
+
+    @contextlib.contextmanager
+    def _writing(self, name: str) -> Iterator[None]:
+        """The model's lock, taken by a writer; first, while holding it, record the
+        versions abandoned by their runs (:meth:`_record_abandoned`)."""
+        with self._lock(name):
+            self._record_abandoned(name)
+            yield
 
     # ------------------------------------------------------------------ reading
 
@@ -291,12 +304,18 @@ class ModelRegistry:
         metrics: Mapping[str, Any],
         run_id: str | None,
         tags: Mapping[str, Any] | None = None,
+        *,
+        awaiting_gate: bool = False,
     ) -> ModelVersion:
         """Copy ``artifact_dir`` into the registry as the next version (status ``candidate``).
 
         The number is allocated under the model's lock; the (possibly slow)
         upload runs outside it; ``version.json`` is written last, then a
-        ``registered`` event is logged.
+        ``registered`` event is logged. ``version.json`` records the writer (pid and
+        host); with ``awaiting_gate`` it also says that this process will decide the
+        version (promote, reject or log it): if the process ends before it does (killed
+        with ``-9``, a crash), the next writer of the model on this host records an
+        ``abandoned`` event for it (:meth:`abandoned`).
 
         Args:
             model_name: the model; created on first registration.
@@ -305,6 +324,7 @@ class ModelRegistry:
             metrics: evaluation metrics (JSON-serializable; numpy scalars are fine).
             run_id: the pipeline run that produced the model.
             tags: free-form JSON-serializable labels.
+            awaiting_gate: this process gates the version next (``raypipe run`` does).
 
         Returns:
             The new :class:`ModelVersion`.
@@ -326,11 +346,14 @@ class ModelRegistry:
         tags = dict(tags or {})
         to_json({"metrics": metrics, "tags": tags}, f"{where}: metrics/tags")
 
-        with self._lock(name):
+        with self._writing(name):
             number = self._versions.allocate(name)
         # The (possibly slow) upload runs outside the lock: the number is ours.
+        writer: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname()}
+        if awaiting_gate:
+            writer["awaiting_gate"] = True
         self._versions.upload(
-            name, number, folder, metrics=metrics, tags=tags, run_id=run_id, actor=self._events.actor()
+            name, number, folder, metrics=metrics, tags=tags, run_id=run_id, actor=self._events.actor(), writer=writer
         )
         with self._lock(name):
             self._events.append(name, "registered", number, None, "", {"run_id": run_id})
@@ -363,7 +386,7 @@ class ModelRegistry:
         alias = check_alias(alias, self._where(name))
         if alias == CHAMPION:
             return self.promote(name, version, reason, details)
-        with self._lock(name):
+        with self._writing(name):
             _, number = self._resolve(name, version)
             aliases = self._aliases.read(name)
             previous = aliases.get(alias)
@@ -412,7 +435,7 @@ class ModelRegistry:
             reg.promote("adult", 4, reason="passed gates", details={"gate": gate.to_dict()})
         """
         name = check_model_name(model_name, self._where())
-        with self._lock(name):
+        with self._writing(name):
             _, number = self._resolve(name, version)
             aliases = self._aliases.read(name)
             previous = aliases.get(CHAMPION)
@@ -448,7 +471,7 @@ class ModelRegistry:
             reg.reject("adult", 5, reason="auc 0.81 < min 0.85", details={"gate": {...}})
         """
         name = check_model_name(model_name, self._where())
-        with self._lock(name):
+        with self._writing(name):
             _, number = self._resolve(name, version)
             if self._aliases.read(name).get(CHAMPION) == number:
                 raise PromotionError(
@@ -478,7 +501,7 @@ class ModelRegistry:
             reg.rollback("adult", reason="error rate doubled after deploy")
         """
         name = self._require_model(model_name)
-        with self._lock(name):
+        with self._writing(name):
             aliases = self._aliases.read(name)
             current = aliases.get(CHAMPION)
             if current is None:
@@ -532,7 +555,7 @@ class ModelRegistry:
         check_event_type(event, where)
         number = None if version is None else check_version(version, where)
         alias = None if alias is None else check_alias(alias, where)
-        with self._lock(name):
+        with self._writing(name):
             return self._events.append(name, event, number, alias, reason, dict(details or {}))
 
     def verify(self, model_name: str | None = None, version: int | str | None = None) -> dict[str, Any]:
@@ -544,8 +567,10 @@ class ModelRegistry:
             version: one version of ``model_name``; ``None``: all its complete versions.
 
         Returns:
-            ``{"models": n, "versions": n, "files": n, "events": n, "problems": [...]}``:
-            each problem one line naming the file (and line number, for events).
+            ``{"models": n, "versions": n, "files": n, "events": n, "problems": [...],
+            "abandoned": [...]}``: each problem one line naming the file (and line number,
+            for events); ``abandoned``: the candidates their runs left undecided
+            (:meth:`abandoned`, with ``model``), not problems.
 
         Raises:
             ModelNotFoundError, VersionNotFoundError, AliasNotFoundError: nothing to check.
@@ -556,7 +581,8 @@ class ModelRegistry:
             assert not report["problems"], "\\n".join(report["problems"])
         """
         names = [self._require_model(model_name)] if model_name is not None else self.models()
-        report: dict[str, Any] = {"models": len(names), "versions": 0, "files": 0, "events": 0, "problems": []}
+        report: dict[str, Any] = {"models": len(names), "versions": 0, "files": 0, "events": 0, "problems": [],
+                                  "abandoned": []}
         problems: list[str] = report["problems"]
         for name in names:
             try:
@@ -576,6 +602,8 @@ class ModelRegistry:
                 events, bad_lines = self._events.read_checked(name)
                 report["events"] += len(events)
                 problems.extend(bad_lines)
+                # Not a problem (nothing is damaged), but a candidate nobody will decide.
+                report["abandoned"].extend({"model": name, **a} for a in self.abandoned(name))
             for v in versions:
                 report["versions"] += 1
                 try:
@@ -599,7 +627,79 @@ class ModelRegistry:
         name = self._require_model(model_name)
         return self._versions.clean_incomplete(name, older_than_s)
 
+    def abandoned(self, model_name: str) -> list[dict[str, Any]]:
+        """The versions whose run registered them for its gate and ended before deciding
+        them (killed with ``-9``, a crash, a run stopped between register and gate), that
+        nobody decided since (still candidates).
+
+        Returns:
+            One dict per version, oldest first: ``version``, ``reason`` (``"abandoned:
+            ..."``) and ``recorded``: whether the ``abandoned`` event is in the log (the
+            next writer of the model records it when it is not yet).
+
+        Raises:
+            ModelNotFoundError: no such model.
+
+        Example::
+
+            for v in reg.abandoned("adult"):
+                print(v["version"], v["reason"])
+        """
+        name = self._require_model(model_name)
+        events, _ = self._events.read_checked(name)
+        aliases = self._aliases.read(name)
+        found = {}
+        for e in events:  # recorded: the last deciding event of the version is "abandoned"
+            if e.version is None or e.event == "registered":
+                continue
+            if e.event == "abandoned":
+                found[e.version] = {"version": e.version, "reason": e.reason, "recorded": True}
+            else:
+                found.pop(e.version, None)
+        for number in list(found):
+            version = self._versions.load(name, number, aliases)
+            if version is None or version.status != "candidate":
+                del found[number]
+        for number, reason, _ in self._abandoned_unrecorded(name, events):
+            found[number] = {"version": number, "reason": reason, "recorded": False}
+        return [found[n] for n in sorted(found)]
+
     # ------------------------------------------------------------------ internals
+
+    def _abandoned_unrecorded(self, name: str, events: list[RegistryEvent]) -> list[tuple[int, str, dict[str, Any]]]:
+        """``(version, reason, details)`` of each complete candidate registered with
+        ``awaiting_gate`` whose writer ran on this host and is gone, with no event after its
+        ``registered`` one (no gate decided it, no ``abandoned`` recorded yet)."""
+        decided = {e.version for e in events if e.version is not None and e.event != "registered"}
+        found = []
+        for number in self._versions.numbers(name, complete=False):
+            if number in decided:
+                continue
+            try:
+                record = self._store.read_json(f"{self._versions.folder(name, number)}/{VERSION_FILE}")
+            except RegistryError:
+                continue  # an unreadable record: verify reports it
+            if not isinstance(record, dict) or record.get("status", "candidate") != "candidate":
+                continue
+            writer = record.get("writer") or {}
+            if not writer.get("awaiting_gate") or not process_gone(writer.get("pid"), writer.get("host")):
+                continue
+            run = f" {record['run_id']}" if record.get("run_id") else ""
+            reason = f"abandoned: its run{run} (pid {writer['pid']} on {writer['host']}) ended before the gate"
+            found.append((number, reason, {"run_id": record.get("run_id"), "writer": writer}))
+        return found
+
+    def _record_abandoned(self, name: str) -> None:
+        """Log an ``abandoned`` event for each version :meth:`_abandoned_unrecorded` finds
+        (callers hold the lock). Never fails the write that called it: a problem is a warning."""
+        try:
+            events, _ = self._events.read_checked(name)
+            for number, reason, details in self._abandoned_unrecorded(name, events):
+                self._events.append(name, "abandoned", number, None, reason, details)
+                log.warning("%s: version %s %s; it stays a candidate.", self._where(name), number, reason)
+        except (RegistryError, OSError) as exc:
+            log.warning("%s: could not check for versions abandoned by their runs: %s", self._where(name), exc)
+
 
     def _require_model(self, model_name: str) -> str:
         name = check_model_name(model_name, self._where())

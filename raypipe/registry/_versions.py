@@ -113,8 +113,12 @@ class VersionStore:
         tags: Mapping[str, Any],
         run_id: str | None,
         actor: str,
+        writer: Mapping[str, Any] | None = None,
     ) -> None:
         """Copy ``src`` into version ``number``, then write its ``version.json`` last.
+
+        ``writer`` (``{"pid", "host", "awaiting_gate"}``) is recorded as it is: who wrote the
+        version, and whether a gate is to decide it (see ``ModelRegistry.register``).
 
         Raises:
             RegistryError: the upload failed (the partial folder is removed).
@@ -142,6 +146,8 @@ class VersionStore:
             "actor": actor,
             "files": files,
         }
+        if writer is not None:
+            record["writer"] = dict(writer)
         # Written last: its presence is what makes the version exist.
         self._store.write_atomic(f"{dest}/{VERSION_FILE}", to_json(record, where))
 

@@ -13,11 +13,12 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from raypipe.runtime import haproxy
+from raypipe.runtime import haproxy, reaper
 from raypipe.runtime.haproxy import SERVE_FAST_PATH_ENV
 from raypipe.runtime.storage import working_dir
 
@@ -140,6 +141,42 @@ def _installed_package_first() -> Iterator[None]:
         yield
     finally:
         os.chdir(cwd)
+
+
+_reaper: reaper.Reaper | None = None
+
+
+@contextlib.contextmanager
+def _reaped() -> Iterator[reaper.Reaper | None]:
+    """Within the block, the Ray processes started here carry this driver's reaper mark
+    (:mod:`raypipe.runtime.reaper`); the block hands the reaper the session folder of the
+    Ray it started (``Reaper.watch``): none of that Ray's processes outlives this one.
+
+    Started once per process (a second local Ray after ``ray.shutdown()`` gets the same
+    reaper); the mark is in the environment only while the node starts, so a process the
+    driver starts later is not taken for Ray's. Without ``/proc`` (not Linux) it yields None.
+    """
+    global _reaper
+    if not sys.platform.startswith("linux"):
+        yield None
+        return
+    if _reaper is None or not _reaper.mark.startswith(f"{os.getpid()}-") or not _reaper.alive():
+        try:
+            _reaper = reaper.start()
+        except OSError as exc:
+            log.warning("ray: could not start the reaper of the local Ray (%s): if this process is killed, "
+                        "Ray's agents may outlive it by about a minute", exc)
+            yield None
+            return
+    previous = os.environ.get(reaper.MARK_ENV)
+    os.environ[reaper.MARK_ENV] = _reaper.mark
+    try:
+        yield _reaper
+    finally:
+        if previous is None:
+            os.environ.pop(reaper.MARK_ENV, None)
+        else:
+            os.environ[reaper.MARK_ENV] = previous
 
 
 class Endpoints(dict):
@@ -266,9 +303,14 @@ def connect(address: str | None = None, *, configured_address: str | None = None
             port = _free_port(metrics_export_port) if metrics_export_port else None
             for attempt in (1, 2):
                 try:
-                    with _installed_package_first(), _loopback_node():
+                    with _installed_package_first(), _loopback_node(), _reaped() as local_reaper:
                         info = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1",
                                         _node_ip_address="127.0.0.1", _metrics_export_port=port, **kwargs)
+                        if local_reaper is not None and info.address_info.get("session_dir"):
+                            try:
+                                local_reaper.watch(info.address_info["session_dir"])
+                            except OSError as exc:  # the reaper died: the mark still covers most
+                                log.warning("ray: could not hand the session folder to the reaper: %s", exc)
                     break
                 except Exception as exc:
                     # Ray waits a fixed 30 s for its raylet to register; on an overloaded

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,10 @@ pytestmark = pytest.mark.reliability
 ROOT = Path(__file__).resolve().parents[2]
 RAYPIPE = str(Path(sys.executable).with_name("raypipe"))
 ADULT_TRAIN_ROWS = 32_561
+#: Seconds within which nothing of a kill -9'd driver's local Ray may be left: its reaper
+#: waits 1 s (raypipe/runtime/reaper.py), then kills; the rest is a loaded machine's slack
+#: (Ray's agents alone stayed 62-63 s before the reaper).
+REAPED_WITHIN_S = 10
 
 
 @pytest.fixture
@@ -243,9 +248,10 @@ def test_ingest_stream_stopped_mid_stream_lands_every_message_once(tmp_path, ray
             proc.wait(timeout=30)
             # A consumer outliving its driver would be a second writer next to the restart's.
             killed_at = time.monotonic()
-            assert _wait_gone(ray_processes, timeout_s=180) == []
+            left = _wait_gone(ray_processes, timeout_s=REAPED_WITHIN_S)
+            assert left == [], f"still alive {REAPED_WITHIN_S} s after the driver: {_names(ray_processes, left)}"
             print(f"\ningest-stream kill -9: the {len(ray_processes)} processes of its Ray were gone "
-                  f"{time.monotonic() - killed_at:.0f} s after the driver")
+                  f"{time.monotonic() - killed_at:.1f} s after the driver")
         assert mid_stream, "the stop came after the publisher finished: not mid-stream"
         time.sleep(0.5)
         err = "".join(seen)
@@ -326,8 +332,12 @@ def _alive(pids) -> list[int]:
 def _wait_gone(pids, timeout_s: float) -> list[int]:
     deadline = time.monotonic() + timeout_s
     while (left := _alive(pids)) and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.1)
     return left
+
+
+def _names(processes: dict[int, bytes], pids) -> list[str]:
+    return sorted(processes[pid].split(b"\0")[0].decode(errors="replace") for pid in pids)
 
 
 def _one_process(pid: int, title: bytes) -> int:
@@ -392,19 +402,59 @@ def test_kill_9_of_the_train_worker_resumes_from_its_checkpoint(tmp_path, ray_tm
     assert report["evaluation"]["best_iteration"] == 5999
 
 
-@pytest.mark.parametrize("when", ["train", "register"])
+def test_kill_9_of_one_worker_of_a_train_group_resumes_from_its_checkpoint(tmp_path, ray_tmp):
+    # Two Ray Train workers (a worker group, not the one-worker task): 0.5 CPU each on the
+    # 2 CPUs, the other CPU left to Ray Data (raypipe/train/_resources.py).
+    config = _small_config(tmp_path, rounds=6000, checkpoint_every=500, max_failures=1, early_stopping_rounds=None,
+                           num_workers=2)
+    proc = _start_run(config, tmp_path, ray_tmp, "--json")
+    try:
+        seen = _wait_for_line(proc, "stage train: start", timeout_s=240)
+        deadline = time.monotonic() + 240
+        # A checkpoint the group can resume from: on disk AND registered by Ray Train's
+        # controller, which then writes its snapshot (a checkpoint folder alone is not enough:
+        # killed while rank 0 persisted it, the group restarted from round 0, measured once).
+        while not list((tmp_path / "runs").glob("*/train/*/checkpoint_manager_snapshot.json")):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)[-3000:]
+            time.sleep(0.05)
+        workers = sorted(p for p, cmd in _descendants(proc.pid).items() if b"RayTrainWorker" in cmd)
+        assert len(workers) == 2, f"Ray Train workers under {proc.pid}: {workers}"
+        os.kill(workers[-1], signal.SIGKILL)
+        killed_at = time.monotonic()
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            _kill_group(proc)
+    assert proc.returncode == 0, "".join(seen)[-3000:]
+    result = json.loads(out)
+    report = json.loads(Path(result["report"]).read_text())
+    resumed = report["evaluation"]["resumed_from_round"]
+    print(f"\ntrain group kill -9 (1 of {report['evaluation']['num_workers']} workers): resumed from round {resumed} "
+          f"of 6000; run {result['status']} {time.monotonic() - killed_at:.1f} s after the kill")
+    assert result["status"] == "succeeded" and result["model"]["version"] == 1
+    assert report["evaluation"]["num_workers"] == 2
+    assert resumed is not None and resumed % 500 == 0 and 500 <= resumed < 6000
+    assert report["evaluation"]["best_iteration"] == 5999
+
+
+@pytest.mark.parametrize("when", ["train", "register", "gate"])
 def test_kill_9_of_the_driver_leaves_a_consistent_registry(tmp_path, ray_tmp, trained_registry, when):
     reg = tmp_path / "reg"
     shutil.copytree(trained_registry, reg)  # version 1, champion
     config = _small_config(tmp_path, rounds=200_000 if when == "train" else 30)
     proc = _start_run(config, tmp_path, ray_tmp)
+    version_2 = reg / "tiny" / "versions" / "2"
     try:
-        seen = _wait_for_line(proc, f"stage {when}: start", timeout_s=300)
+        seen = _wait_for_line(proc, f"stage {'train' if when == 'train' else 'register'}: start", timeout_s=300)
         if when == "train":
             time.sleep(5)  # boosting
-        else:  # as soon as version 2's folder exists: its files half written, version.json (written last) missing
+        else:
+            # register: as soon as version 2's folder exists (its files half written, version.json,
+            # written last, usually missing); gate: as soon as its version.json exists, before
+            # the gate (which re-scores the champion first) decides it.
+            target = version_2 if when == "register" else version_2 / "version.json"
             deadline = time.monotonic() + 60
-            while not (reg / "tiny" / "versions" / "2").exists() and time.monotonic() < deadline and proc.poll() is None:
+            while not target.exists() and time.monotonic() < deadline and proc.poll() is None:
                 time.sleep(0.001)
         ray_processes = _descendants(proc.pid)
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone, as a crash would
@@ -413,24 +463,38 @@ def test_kill_9_of_the_driver_leaves_a_consistent_registry(tmp_path, ray_tmp, tr
         if proc.poll() is None:
             _kill_group(proc)
     killed_at = time.monotonic()
-    late = {pid: ray_processes[pid].split(b"\0")[0].decode(errors="replace") for pid in _wait_gone(ray_processes, timeout_s=30)}
-    left = _wait_gone(ray_processes, timeout_s=150)
+    # The driver's reaper kills what Ray leaves (its agents wait 60 s on the dead GCS).
+    left = _wait_gone(ray_processes, timeout_s=REAPED_WITHIN_S)
     gone_after = time.monotonic() - killed_at
     versions_after_kill = sorted(int(p.name) for p in reg.glob("*/versions/*"))
     complete_after_kill = sorted(int(p.parent.name) for p in reg.glob("*/versions/*/version.json"))
     verify = _verify(config, tmp_path, ray_tmp)
     champion_after_kill = _champion(reg)
     again = _raypipe("run", str(_small_config(tmp_path, rounds=30)), "--json", cwd=tmp_path, ray_tmp=ray_tmp)
-    print(f"\ndriver kill -9 during {when}: {len(ray_processes)} processes of its Ray, {len(late)} alive after 30 s "
-          f"({sorted(late.values())}), all gone after {gone_after:.0f} s; versions after the kill "
+    abandoned = [(e["version"], e["reason"]) for e in _events(reg) if e["event"] == "abandoned"]
+    print(f"\ndriver kill -9 during {when}: {len(ray_processes)} processes of its Ray, "
+          f"{'all gone' if not left else f'{len(left)} left'} after {gone_after:.1f} s; versions after the kill "
           f"{versions_after_kill} (complete: {complete_after_kill}), champion {champion_after_kill}, verify: {verify['versions']} versions "
-          f"{verify['files']} files {verify['events']} events, 0 problems; next run exit {again.returncode}")
-    assert left == [], f"processes of the killed run still alive after 180 s: {left}"
+          f"{verify['files']} files {verify['events']} events, 0 problems, abandoned {verify['abandoned']}; "
+          f"next run exit {again.returncode}, abandoned events after it {abandoned}")
+    assert left == [], f"processes of the killed run still alive after {REAPED_WITHIN_S} s: {_names(ray_processes, left)}"
     assert champion_after_kill == 1
     assert proc.returncode == -signal.SIGKILL
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["status"] == "succeeded"
-    _verify(config, tmp_path, ray_tmp)
+    if when == "gate":
+        assert complete_after_kill == [1, 2]
+    if 2 in complete_after_kill:
+        # Registered, never gated: verify names it at once, the next run's first write records it.
+        run_id = json.loads((version_2 / "version.json").read_text())["run_id"]
+        reason = f"abandoned: its run {run_id} (pid {proc.pid} on {socket.gethostname()}) ended before the gate"
+        assert verify["abandoned"] == [{"model": "tiny", "version": 2, "reason": reason, "recorded": False}]
+        assert abandoned == [(2, reason)]
+        assert _verify(config, tmp_path, ray_tmp)["abandoned"] == [{"model": "tiny", "version": 2, "reason": reason,
+                                                                    "recorded": True}]
+    else:
+        assert (verify["abandoned"], abandoned) == ([], [])
+        _verify(config, tmp_path, ray_tmp)
 
 
 def test_two_runs_at_once_on_one_registry(tmp_path, ray_tmp):
@@ -596,8 +660,8 @@ def test_monitor_kill_9_and_endpoint_sigterm_under_load_lose_no_logged_predictio
     assert stop_line is not None, err[-3000:]
     assert "*** SIG" not in err and "stack trace" not in err.lower()
     assert len(logged) == len(set(logged))
-    # A prediction is on disk before it is answered: every served one is logged. A request in
-    # flight when the endpoint stops may be logged and never answered (measured: 1 of 339),
-    # so logged can exceed served, by at most the requests that got no answer.
-    assert set(served) <= set(logged)
-    assert len(set(logged) - set(served)) <= load2.failed
+    # A prediction is on disk before it is answered: every served one is logged. And the stop
+    # lets HAProxy answer what it holds before Serve stops it (a soft stop; Serve alone
+    # SIGKILLed it with an answer in flight: 339 logged for 338 served, once), so nothing
+    # logged went unanswered.
+    assert sorted(logged) == sorted(served)

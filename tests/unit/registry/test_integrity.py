@@ -133,5 +133,58 @@ def test_abandoned_event_and_verify_counts(reg, artifacts):
     reg.register("adult", artifacts, {}, "r-1")
     reg.log_event("adult", "abandoned", 1, reason="abandoned: StageError: disk full")
     assert [(e.event, e.reason) for e in reg.events("adult")][-1] == ("abandoned", "abandoned: StageError: disk full")
-    assert reg.verify() == {"models": 1, "versions": 1, "files": 2, "events": 2, "problems": []}
-    assert reg.verify("adult", 1) == {"models": 1, "versions": 1, "files": 2, "events": 0, "problems": []}
+    assert reg.verify() == {"models": 1, "versions": 1, "files": 2, "events": 2, "problems": [], "abandoned": [
+        {"model": "adult", "version": 1, "reason": "abandoned: StageError: disk full", "recorded": True}]}
+    assert reg.verify("adult", 1) == {"models": 1, "versions": 1, "files": 2, "events": 0, "problems": [], "abandoned": []}
+
+
+REGISTER_AND_DIE = """
+import os, sys
+from raypipe.registry import ModelRegistry
+
+reg = ModelRegistry(sys.argv[1])
+reg.register("adult", sys.argv[2], {}, "run-a", awaiting_gate=True)  # a run, killed before its gate
+reg.register("adult", sys.argv[2], {}, "by-hand")  # registered without a gate to come
+print(os.getpid())
+"""
+
+
+def test_a_version_whose_run_ended_before_its_gate_is_marked_abandoned_by_the_next_writer(reg, artifacts, tmp_path):
+    import socket
+
+    gone = subprocess.run([sys.executable, "-c", REGISTER_AND_DIE, str(tmp_path / "reg"), str(artifacts)],
+                          capture_output=True, text=True, check=True)
+    pid, host = int(gone.stdout), socket.gethostname()
+    record = json.loads((tmp_path / "reg" / "adult" / "versions" / "1" / "version.json").read_text())
+    assert record["writer"] == {"pid": pid, "host": host, "awaiting_gate": True}
+    reason = f"abandoned: its run run-a (pid {pid} on {host}) ended before the gate"
+    # Before any writer: verify sees it (not a problem), the log does not have it yet.
+    report = reg.verify()
+    assert (report["problems"], report["abandoned"]) == ([], [{"model": "adult", "version": 1, "reason": reason, "recorded": False}])
+    assert [e.event for e in reg.events("adult")] == ["registered", "registered"]
+    # The next writer (here a run registering version 3, alive: its own version is not touched).
+    reg.register("adult", artifacts, {}, "run-b", awaiting_gate=True)
+    events = reg.events("adult")
+    assert [(e.event, e.version) for e in events] == [("registered", 1), ("registered", 2), ("abandoned", 1), ("registered", 3)]
+    assert (events[2].reason, events[2].actor) == (reason, "tester@box")
+    assert events[2].details == {"run_id": "run-a", "writer": {"pid": pid, "host": host, "awaiting_gate": True}}
+    assert reg.abandoned("adult") == [{"version": 1, "reason": reason, "recorded": True}]
+    assert reg.get("adult", 1).status == "candidate"
+    # Recorded once: later writes add nothing; deciding the version ends it.
+    reg.promote("adult", 3)
+    assert [e.event for e in reg.events("adult")].count("abandoned") == 1
+    reg.reject("adult", 1, reason="checked by hand")
+    assert reg.abandoned("adult") == []
+    assert reg.verify()["abandoned"] == []
+
+
+def test_a_version_on_another_host_or_of_a_live_writer_is_never_marked(reg, artifacts, tmp_path):
+    reg.register("adult", artifacts, {}, "run-live", awaiting_gate=True)  # this process: alive
+    reg.register("adult", artifacts, {}, "run-elsewhere", awaiting_gate=True)
+    path = tmp_path / "reg" / "adult" / "versions" / "2" / "version.json"
+    record = json.loads(path.read_text())
+    record["writer"]["host"] = "another-host"  # its pid cannot be checked from here
+    path.write_text(json.dumps(record))
+    reg.log_event("adult", "alert", reason="a write")
+    assert [e.event for e in reg.events("adult")] == ["registered", "registered", "alert"]
+    assert reg.abandoned("adult") == []

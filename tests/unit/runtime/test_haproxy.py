@@ -171,3 +171,35 @@ def test_the_folder_goes_under_ray_tmpdir_only_where_haproxy_socket_paths_fit(mo
     assert str(haproxy._base_dir()) == "/tmp/r"
     monkeypatch.setenv("RAY_TMPDIR", "/tmp/rp-sf-ynzx1rjf")
     assert str(haproxy._base_dir()) == "/tmp"
+
+
+def _handles_usr1(pid: int) -> bool:
+    """Whether ``pid`` has a handler for SIGUSR1 or ignores it (its masks in /proc)."""
+    masks = dict(line.split(":\t") for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+    bit = 1 << (signal.SIGUSR1 - 1)
+    return bool((int(masks["SigCgt"], 16) | int(masks["SigIgn"], 16)) & bit)
+
+
+def test_soft_stop_signals_this_driver_s_haproxy_and_waits_for_it(fake_haproxy, monkeypatch):
+    fake, base, record = fake_haproxy
+    env = haproxy.fast_path_env(stats_port=18404, metrics_port=19101, base=base)
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+    config = Path(env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
+    # HAProxy's soft stop: SIGUSR1, then it exits once what it holds is answered (0.3 s here).
+    soft = ("import signal, sys, time; signal.signal(signal.SIGUSR1, lambda *_: (time.sleep(0.3), sys.exit(0))); "
+            "time.sleep(300)")
+    stuck = "import signal, time; signal.signal(signal.SIGUSR1, signal.SIG_IGN); time.sleep(300)"
+    procs = [subprocess.Popen([sys.executable, "-c", code, "-f", str(config)]) for code in (soft, stuck)]
+    try:
+        wait_for(lambda: sorted(haproxy.haproxy_pids(str(config.parent))) == sorted(p.pid for p in procs)
+                 and all(_handles_usr1(p.pid) for p in procs), 30, "the two fake HAProxy processes", interval=0.05)
+        assert haproxy.soft_stop(timeout_s=2.0) == (2, 1)  # one exited, one still running (Serve kills it)
+        assert procs[0].wait(timeout=5) == 0 and procs[1].poll() is None
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    # Without this driver's fast path: nothing to stop.
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(fake))
+    assert haproxy.soft_stop() == (0, 0)
