@@ -376,50 +376,20 @@ def trained_registry(tmp_path_factory):
     return where / "reg"
 
 
-def test_kill_9_of_the_train_worker_resumes_from_its_checkpoint(tmp_path, ray_tmp):
-    config = _small_config(tmp_path, rounds=6000, checkpoint_every=500, max_failures=1, early_stopping_rounds=None)
-    proc = _start_run(config, tmp_path, ray_tmp, "--json")
-    try:
-        seen = _wait_for_line(proc, "stage train: start", timeout_s=240)
-        deadline = time.monotonic() + 180
-        while not list((tmp_path / "runs").glob("*/train/*/checkpoint_*")):  # one persisted checkpoint
-            assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)[-3000:]
-            time.sleep(0.05)
-        os.kill(_one_process(proc.pid, b"raypipe.train["), signal.SIGKILL)
-        killed_at = time.monotonic()
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            _kill_group(proc)
-    assert proc.returncode == 0, "".join(seen)[-3000:]
-    result = json.loads(out)
-    report = json.loads(Path(result["report"]).read_text())
-    resumed = report["evaluation"]["resumed_from_round"]
-    print(f"\ntrain worker kill -9: resumed from round {resumed} of 6000; run {result['status']} "
-          f"{time.monotonic() - killed_at:.1f} s after the kill")
-    assert result["status"] == "succeeded" and result["model"]["version"] == 1
-    assert resumed is not None and resumed % 500 == 0 and 500 <= resumed < 6000
-    assert report["evaluation"]["best_iteration"] == 5999
-
-
-def test_kill_9_of_one_worker_of_a_train_group_resumes_from_its_checkpoint(tmp_path, ray_tmp):
-    # Two Ray Train workers (a worker group, not the one-worker task): 0.5 CPU each on the
-    # 2 CPUs, the other CPU left to Ray Data (raypipe/train/_resources.py).
+def _kill_mid_training(tmp_path: Path, ray_tmp: str, num_workers: int, ready_glob: str, victim) -> tuple[dict, dict, float]:
+    """Run 6,000 rounds checkpointed every 500 with one retry; once ``ready_glob`` exists
+    under the run folder, SIGKILL ``victim(driver pid)``; the run's result, its report and
+    the seconds it took after the kill."""
     config = _small_config(tmp_path, rounds=6000, checkpoint_every=500, max_failures=1, early_stopping_rounds=None,
-                           num_workers=2)
+                           num_workers=num_workers)
     proc = _start_run(config, tmp_path, ray_tmp, "--json")
     try:
         seen = _wait_for_line(proc, "stage train: start", timeout_s=240)
         deadline = time.monotonic() + 240
-        # A checkpoint the group can resume from: on disk AND registered by Ray Train's
-        # controller, which then writes its snapshot (a checkpoint folder alone is not enough:
-        # killed while rank 0 persisted it, the group restarted from round 0, measured once).
-        while not list((tmp_path / "runs").glob("*/train/*/checkpoint_manager_snapshot.json")):
+        while not list((tmp_path / "runs").glob(ready_glob)):
             assert time.monotonic() < deadline and proc.poll() is None, "".join(seen)[-3000:]
             time.sleep(0.05)
-        workers = sorted(p for p, cmd in _descendants(proc.pid).items() if b"RayTrainWorker" in cmd)
-        assert len(workers) == 2, f"Ray Train workers under {proc.pid}: {workers}"
-        os.kill(workers[-1], signal.SIGKILL)
+        os.kill(victim(proc.pid), signal.SIGKILL)
         killed_at = time.monotonic()
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -428,13 +398,36 @@ def test_kill_9_of_one_worker_of_a_train_group_resumes_from_its_checkpoint(tmp_p
     assert proc.returncode == 0, "".join(seen)[-3000:]
     result = json.loads(out)
     report = json.loads(Path(result["report"]).read_text())
-    resumed = report["evaluation"]["resumed_from_round"]
-    print(f"\ntrain group kill -9 (1 of {report['evaluation']['num_workers']} workers): resumed from round {resumed} "
-          f"of 6000; run {result['status']} {time.monotonic() - killed_at:.1f} s after the kill")
     assert result["status"] == "succeeded" and result["model"]["version"] == 1
-    assert report["evaluation"]["num_workers"] == 2
+    resumed = report["evaluation"]["resumed_from_round"]
     assert resumed is not None and resumed % 500 == 0 and 500 <= resumed < 6000
     assert report["evaluation"]["best_iteration"] == 5999
+    return result, report, time.monotonic() - killed_at
+
+
+def test_kill_9_of_the_train_worker_resumes_from_its_checkpoint(tmp_path, ray_tmp):
+    # One worker: the training loop in one Ray task; killed once a checkpoint is on disk.
+    result, report, after = _kill_mid_training(tmp_path, ray_tmp, 1, "*/train/*/checkpoint_*",
+                                               lambda driver: _one_process(driver, b"raypipe.train["))
+    print(f"\ntrain worker kill -9: resumed from round {report['evaluation']['resumed_from_round']} of 6000; "
+          f"run {result['status']} {after:.1f} s after the kill")
+
+
+def test_kill_9_of_one_worker_of_a_train_group_resumes_from_its_checkpoint(tmp_path, ray_tmp):
+    # Two Ray Train workers (a worker group, not the one-worker task): 0.5 CPU each on the
+    # 2 CPUs, the other CPU left to Ray Data (raypipe/train/_resources.py). A checkpoint the
+    # group can resume from is on disk AND registered by Ray Train's controller, which then
+    # writes its snapshot (a checkpoint folder alone is not enough: killed while rank 0
+    # persisted it, the group restarted from round 0, measured once).
+    def one_worker(driver: int) -> int:
+        workers = sorted(p for p, cmd in _descendants(driver).items() if b"RayTrainWorker" in cmd)
+        assert len(workers) == 2, f"Ray Train workers under {driver}: {workers}"
+        return workers[-1]
+
+    result, report, after = _kill_mid_training(tmp_path, ray_tmp, 2, "*/train/*/checkpoint_manager_snapshot.json", one_worker)
+    print(f"\ntrain group kill -9 (1 of {report['evaluation']['num_workers']} workers): resumed from round "
+          f"{report['evaluation']['resumed_from_round']} of 6000; run {result['status']} {after:.1f} s after the kill")
+    assert report["evaluation"]["num_workers"] == 2
 
 
 @pytest.mark.parametrize("when", ["train", "register", "gate"])
