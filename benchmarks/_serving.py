@@ -13,7 +13,6 @@ import contextlib
 import csv
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,10 +31,11 @@ MODEL = "adult-bench"
 
 
 def free_port() -> int:
-    """A free TCP port on loopback (never Redis's 6379: the OS hands out ephemeral ports)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range (so no
+    loopback connection takes it before the server binds it: raypipe.runtime.cluster.free_port)."""
+    from raypipe.runtime.cluster import free_port as _free
+
+    return _free()
 
 
 def adult_config(ctx: Context, monitor: bool) -> Any:

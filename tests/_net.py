@@ -9,7 +9,6 @@ functions; ``pythonpath = ["tests"]`` in pyproject.toml puts it on ``sys.path`` 
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,10 +20,11 @@ T = TypeVar("T")
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range (so no
+    loopback connection takes it before the server binds it: raypipe.runtime.cluster.free_port)."""
+    from raypipe.runtime.cluster import free_port as _free
+
+    return _free()
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 1.0) -> T:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import socket
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from raypipe.runtime import haproxy, reaper
 from raypipe.runtime.haproxy import SERVE_FAST_PATH_ENV
 from raypipe.runtime.storage import working_dir
 
-__all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect",
+__all__ = ["LOCAL_RAY_ENV", "SERVE_FAST_PATH_ENV", "METRICS_EXPORT_PORT", "Endpoints", "use_local_ray_env", "connect", "free_port",
            "endpoints", "resolve_address", "ClusterUnreachable"]
 
 log = logging.getLogger("raypipe")
@@ -65,9 +66,9 @@ def use_local_ray_env(serve_fast_path: bool = False) -> None:
     env = {**LOCAL_RAY_ENV, **_ONE_MACHINE_ENV}
     # Prepared once per process: a second local Ray (tests) reuses the folder and ports.
     if serve_fast_path and haproxy.DIR_PREFIX not in os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH", ""):
-        stats = metrics = _free_port(0)
+        stats = metrics = free_port(0)
         while metrics == stats:
-            metrics = _free_port(0)
+            metrics = free_port(0)
         env.update(haproxy.fast_path_env(stats, metrics))
         # Not left to a value already set: the launcher wraps the binary that one names.
         os.environ["RAY_SERVE_HAPROXY_BINARY_PATH"] = env["RAY_SERVE_HAPROXY_BINARY_PATH"]
@@ -204,9 +205,33 @@ def endpoints() -> Endpoints:
     return _endpoints
 
 
-def _free_port(preferred: int) -> int:
-    """``preferred`` when nothing listens on it on loopback, else a free port."""
-    for port in (preferred, 0):
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel hands to outgoing connections (Linux's ``ip_local_port_range``)."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_port(preferred: int = 0) -> int:
+    """``preferred`` (0: none) when nothing listens on it on loopback, else a free port outside the
+    ephemeral range.
+
+    The port is bound later by another process (HAProxy, Ray's metrics agent), seconds
+    after this check, while Ray opens hundreds of loopback connections: a free port of the
+    ephemeral range can meanwhile become the local port of one of them, and the bind fails
+    (measured: HAProxy's stats listener, "cannot bind socket (Address already in use)",
+    once in a CI run). The kernel never picks a port below the range for a connection.
+    """
+    if preferred:
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+    lo, _ = _ephemeral_range()
+    candidates = list(range(max(1024, lo - 20_000), lo))
+    random.shuffle(candidates)
+    for port in candidates[:200] + [0]:
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
@@ -300,7 +325,7 @@ def connect(address: str | None = None, *, configured_address: str | None = None
             working_dir()  # back into it if the job's runtime env unpacked it again
         else:
             use_local_ray_env(serve_fast_path)
-            port = _free_port(metrics_export_port) if metrics_export_port else None
+            port = free_port(metrics_export_port) if metrics_export_port else None
             for attempt in (1, 2):
                 try:
                     with _installed_package_first(), _loopback_node(), _reaped() as local_reaper:
