@@ -472,20 +472,29 @@ def test_fast_path_listens_on_loopback_only(served):
     titles = ("ray::HAProxyManager", "ray::ProxyActor", f"ray::ServeReplica:{cfg.name}:Endpoint")
     processes = [p for p in psutil.Process().children(recursive=True) if _title(p) in titles]
     assert {_title(p) for p in processes} == set(titles)
-    haproxies = [child for p in processes for child in p.children() if child.name() == "haproxy"]
+
+    def snapshot() -> tuple[list, set, list] | None:
+        # An HAProxy that Serve has just reloaded (replicas changed) exits while it is read:
+        # read again (measured once in CI: psutil.NoSuchProcess of an haproxy child).
+        try:
+            haproxies = [child for p in processes for child in p.children() if child.name() == "haproxy"]
+            hap_sockets = {(c.laddr.ip, c.laddr.port) for h in haproxies for c in h.net_connections("inet")
+                           if c.status == psutil.CONN_LISTEN}
+            beyond = []
+            for proc in processes + haproxies:
+                for conn in proc.net_connections("inet"):
+                    listening = conn.status == psutil.CONN_LISTEN or (conn.type == socketlib.SOCK_DGRAM and not conn.raddr)
+                    if listening and conn.laddr.ip not in ("127.0.0.1", "::1"):
+                        beyond.append((proc.name(), conn.type.name, conn.laddr.ip, conn.laddr.port))
+        except psutil.NoSuchProcess:
+            return None
+        return haproxies, hap_sockets, beyond
+
+    haproxies, hap_sockets, beyond_loopback = wait_for(snapshot, 30, "one reading of every endpoint process", interval=0.5)
     assert haproxies, "no haproxy process under Serve's HAProxyManager"
-    hap_sockets = {(c.laddr.ip, c.laddr.port) for h in haproxies for c in h.net_connections("inet")
-                   if c.status == psutil.CONN_LISTEN}
     assert hap_sockets == {("127.0.0.1", port), ("127.0.0.1", stats), ("127.0.0.1", metrics)}
     assert requests.get(f"http://127.0.0.1:{stats}/stats", timeout=10).status_code == 200
     assert "haproxy_process" in requests.get(f"http://127.0.0.1:{metrics}/metrics", timeout=10).text
-
-    beyond_loopback = []
-    for proc in processes + haproxies:
-        for conn in proc.net_connections("inet"):
-            listening = conn.status == psutil.CONN_LISTEN or (conn.type == socketlib.SOCK_DGRAM and not conn.raddr)
-            if listening and conn.laddr.ip not in ("127.0.0.1", "::1"):
-                beyond_loopback.append((proc.name(), conn.type.name, conn.laddr.ip, conn.laddr.port))
     assert beyond_loopback, "expected Ray's own gRPC servers on every interface"
     assert all(kind == "SOCK_STREAM" and name != "haproxy" for name, kind, _, _ in beyond_loopback), beyond_loopback
     refusing = {entry: refuses_without_ray_token(entry[3]) for entry in beyond_loopback}
