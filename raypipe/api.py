@@ -52,8 +52,7 @@ def _loaded_and_checked(config: Config, profile: str | None, overrides: Sequence
 
 
 def _connect(cfg: PipelineConfig, address: str | None) -> None:
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-            dashboard=bool(cfg.cluster.dashboard), metrics_export_port=cfg.cluster.metrics_export_port)
+    connect(address, **cfg.cluster.connect_options())
 
 
 def check_config(config: Config, *, profile: str | None = None, overrides: Sequence[str] = ()) -> list[str]:

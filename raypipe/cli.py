@@ -123,7 +123,7 @@ def _common(fn):
 def _dashboard_option(fn):
     """``--dashboard/--no-dashboard``: the Ray dashboard of a local Ray (``cluster.dashboard``)."""
     return click.option("--dashboard/--no-dashboard", default=None,
-                        help="Start the Ray dashboard with the local Ray (default: cluster.dashboard; unset: on for serve, off for run and predict).")(fn)
+                        help="Start the Ray dashboard with the local Ray (default: cluster.dashboard; unset: on for serve and ingest-stream, off for run and predict).")(fn)
 
 
 def _with_dashboard(overrides: tuple[str, ...], dashboard: bool | None) -> list[str]:

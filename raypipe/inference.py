@@ -289,8 +289,7 @@ def batch_predict(
         "validation": ValidationConfig(max_invalid_fraction=1.0),
     })
     run_cfg = cfg.model_copy(update={"data": data})
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-            dashboard=bool(cfg.cluster.dashboard), metrics_export_port=cfg.cluster.metrics_export_port)
+    connect(address, **cfg.cluster.connect_options())
     fs.create_dir(out_path.rpartition("/")[0] or "/", recursive=True)
     staged_out, staged_q = _sibling(out_path, "tmp"), _sibling(q_path, "tmp")
     base = out_uri[: len(out_uri) - len(out_path)] if not is_local(out_uri) else ""

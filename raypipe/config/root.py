@@ -31,9 +31,10 @@ class ClusterConfig(ConfigModel):
         None, ge=1, description="CPUs of the local Ray started when address is null (default: all)."
     )
     dashboard: bool | None = Field(
-        None, description="Start the Ray dashboard (on 127.0.0.1) with the local Ray. null: with `raypipe serve` "
-                          "(a service an operator watches), not with batch runs (`raypipe run`, `predict`: the "
-                          "dashboard's 10 processes hold ~230 MiB); `--dashboard`/`--no-dashboard` decide per command."
+        None, description="Start the Ray dashboard (on 127.0.0.1) with the local Ray. null: with the services an "
+                          "operator watches (`raypipe serve`, `ingest-stream`), not with batch runs (`raypipe run`, "
+                          "`predict`: the dashboard's 10 processes hold ~230 MiB); `--dashboard`/`--no-dashboard` "
+                          "decide per command."
     )
     metrics_export_port: int | None = Field(
         8085, ge=1, le=65535,
@@ -41,6 +42,14 @@ class ClusterConfig(ConfigModel):
                     "null: Ray picks one). Names are exported with Ray's `ray_` prefix: ray_raypipe_requests_total.",
     )
 
+
+    def connect_options(self, *, service: bool = False) -> dict[str, Any]:
+        """Keyword arguments of ``raypipe.runtime.cluster.connect`` from this section, for a
+        long-running ``service`` (the dashboard on unless ``dashboard: false``) or a batch
+        command (on only with ``dashboard: true``)."""
+        return {"configured_address": self.address, "num_cpus": self.num_cpus, "runtime_env": self.runtime_env,
+                "dashboard": service if self.dashboard is None else self.dashboard,
+                "metrics_export_port": self.metrics_export_port}
 
 class OutputConfig(ConfigModel):
     uri: str = Field("./raypipe-runs", description="Where run reports and quarantined rows are written.")

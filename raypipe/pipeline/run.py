@@ -116,8 +116,7 @@ class Pipeline:
         ]
         # Before Ray starts and before anything is read: seconds, not a trained model later.
         preflight(cfg)
-        connect(self.address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-                dashboard=bool(cfg.cluster.dashboard), metrics_export_port=cfg.cluster.metrics_export_port)
+        connect(self.address, **cfg.cluster.connect_options())
         status, error, message = "succeeded", None, None
         try:
             with stop_on_signals():

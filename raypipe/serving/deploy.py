@@ -59,9 +59,7 @@ def serve_model(cfg: PipelineConfig, model: str | None = None, address: str | No
             "serve: WARNING: the endpoint listens on %s without authentication: anyone who can reach it can call it. "
             "Set serve.auth.api_keys_env (or api_keys_file) to require API keys.", host,
         )
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-            dashboard=cfg.cluster.dashboard is not False, metrics_export_port=cfg.cluster.metrics_export_port,
-            serve_fast_path=cfg.serve.fast_path)
+    connect(address, **cfg.cluster.connect_options(service=True), serve_fast_path=cfg.serve.fast_path)
     if cfg.monitor.enabled:
         start_monitor(cfg, retrain)  # before the replicas, which look it up by name
     serve.start(http_options={"host": host, "port": port})

@@ -407,8 +407,7 @@ def ingest_stream(
         that stopped it (None when it ended by itself).
     """
     plan_subscriptions(cfg, only)  # config mistakes before Ray starts
-    connect(address, configured_address=cfg.cluster.address, num_cpus=cfg.cluster.num_cpus, runtime_env=cfg.cluster.runtime_env,
-            dashboard=cfg.cluster.dashboard, metrics_export_port=cfg.cluster.metrics_export_port)
+    connect(address, **cfg.cluster.connect_options(service=True))
     started = time.monotonic()
     handles = start_consumers(cfg, max_messages, only)
     stopped_by: str | None = None
