@@ -96,7 +96,7 @@ class _TrialStopped(Exception):
 
 
 # The matrices the last trial of this (reused) trial actor built: (key, matrices).
-_KEPT_MATRICES: dict[str, tuple[tuple, _worker.Matrices]] = {}
+_kept: tuple[tuple, _worker.Matrices] | None = None
 
 
 class _TrialSession(_local.LocalSession):
@@ -120,14 +120,14 @@ class _TrialSession(_local.LocalSession):
         self._data_key = data_key
 
     def matrices(self, cfg: _worker.LoopConfig) -> _worker.Matrices:
+        global _kept
         key = (self._data_key, _worker.matrices_key(cfg))
-        kept = _KEPT_MATRICES.get("last")
-        if self._data_key and kept is not None and kept[0] == key:
-            return replace(kept[1], timings={"read_shards": 0.0, "build_dmatrix": 0.0})
-        _KEPT_MATRICES.clear()  # free the previous experiment's matrices before building
+        if self._data_key and _kept is not None and _kept[0] == key:
+            return replace(_kept[1], timings={"read_shards": 0.0, "build_dmatrix": 0.0})
+        _kept = None  # free the previous experiment's matrices before building
         data = super().matrices(cfg)
         if self._data_key:
-            _KEPT_MATRICES["last"] = (key, data)
+            _kept = (key, data)
         return data
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None = None, name: str | None = None) -> None:
