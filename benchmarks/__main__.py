@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_path", help="write machine, figures and samples here")
     parser.add_argument("--repeats", type=int, help="runs per side (default 3, 1 with --quick)")
     parser.add_argument("--workdir", help="where generated data goes (default: a temp dir)")
+    parser.add_argument("--ingest-rows", type=int, help="rows of the ingest pair's table (default 2,000,000; 50,000 with --quick)")
     args = parser.parse_args(argv)
 
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(PAIRS)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown pair(s) {', '.join(unknown)}; expected some of {', '.join(PAIRS)}")
     repeats = args.repeats or (1 if args.quick else 3)
     with tempfile.TemporaryDirectory(prefix="raypipe-bench-", dir=args.workdir) as workdir:
-        ctx = Context(quick=args.quick, repeats=repeats, workdir=Path(workdir))
+        ctx = Context(quick=args.quick, repeats=repeats, workdir=Path(workdir), ingest_rows=args.ingest_rows)
         init_ray(ctx.cpus)
         figures: list[Figure] = []
         failed: dict[str, str] = {}

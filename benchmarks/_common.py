@@ -26,6 +26,8 @@ class Context:
     repeats: int
     workdir: Path
     cpus: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    #: Rows of the ingest pair's table when not its default (``--ingest-rows``: how the ratio moves with size).
+    ingest_rows: int | None = None
 
     def size(self, full: int, quick: int) -> int:
         """``quick`` rows under ``--quick``, else ``full``."""

@@ -1,7 +1,8 @@
 """Pair ``ingest``: ingest + validate + split + fit + transform of an Adult-like table.
 
 Measured (wall seconds, median of ``ctx.repeats``), once for a CSV file and once for
-the same rows in Parquet (2,000,000 rows; 50,000 under ``--quick``):
+the same rows in Parquet (2,000,000 rows; 50,000 under ``--quick``; ``--ingest-rows N`` for
+another size, e.g. 20,000,000 to see how the ratio moves with the size):
 
 * raypipe: ``Pipeline(cfg).run(until="transform")`` with a schema rule on every column
   (type, min/max, allowed values, nullable), a seeded random split (0.7/0.1/0.2) and five
@@ -197,7 +198,7 @@ def write_data(ctx: Context, rows: int) -> dict[str, Path]:
 
 
 def run(ctx: Context) -> list[Figure]:
-    rows = ctx.size(2_000_000, 50_000)
+    rows = ctx.ingest_rows or ctx.size(2_000_000, 50_000)
     paths = write_data(ctx, rows)
     if not ctx.quick:  # a smoke run skips the warm-up: its timings are not read
         warm = ctx.workdir / "warmup.parquet"
@@ -214,7 +215,7 @@ def run(ctx: Context) -> list[Figure]:
         _check(outcome, base)
         stages = ", ".join(f"{k} {v:.1f}" for k, v in outcome["durations_s"].items())
         figures.append(Figure(
-            pair="ingest", what=f"ingest+transform {fmt}", unit="s", raypipe=ray_s, baseline=base_s, target="<= 1.5",
+            pair="ingest", what=f"ingest+transform {fmt}" + (f", {rows:,} rows" if ctx.ingest_rows else ""), unit="s", raypipe=ray_s, baseline=base_s, target="<= 1.5",
             samples={"raypipe": ray_samples, "baseline": base_samples},
             note=(f"{rows:,} rows, {path.stat().st_size / 1e6:.0f} MB {fmt}, {outcome['features']} features; "
                   f"raypipe stages (last run, s): {stages}; baseline is single-process pyarrow/numpy"),

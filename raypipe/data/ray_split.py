@@ -1,7 +1,8 @@
 """Splits on Ray Data: the pure assignment of :mod:`raypipe.data.split` run over a dataset.
 
 One ``map_batches`` assigns every row its split code (:class:`~raypipe.data.split.SplitPlan`),
-three filters separate the splits. A ``time`` split without thresholds takes them from
+three filters separate the splits (lazy ones when the validation pass already assigned
+the codes: each fuses into the next stage's map). A ``time`` split without thresholds takes them from
 the exact quantiles of the time column, and a ``window`` keeps only the newest rows;
 both bring just that one column to the driver. Example::
 
@@ -33,7 +34,8 @@ __all__ = ["SplitResult", "split_dataset"]
 
 @dataclass
 class SplitResult:
-    """The three splits (materialized ``ray.data`` datasets) and their row counts."""
+    """The three splits (``ray.data`` datasets: materialized, or lazy filters of materialized
+    rows) and their row counts."""
 
     train: ray.data.Dataset
     valid: ray.data.Dataset
@@ -46,6 +48,7 @@ def split_dataset(
     cfg: SplitConfig,
     key_columns: Sequence[str] | None = None,
     keep_provenance: bool = False,
+    assigned: dict[str, int] | None = None,
 ) -> SplitResult:
     """Split a dataset with Ray Data: one ``map_batches`` assigns, three filters separate.
 
@@ -55,6 +58,9 @@ def split_dataset(
         key_columns: hash keys when ``cfg.key_columns`` is not set (default: every
             data column).
         keep_provenance: keep ``__rp_file``/``__rp_line`` in the splits.
+        assigned: the rows per split when ``ds`` already carries the split codes
+            (``__rp_split``, from the validation pass): the splits are then lazy
+            filters of ``ds``, nothing is assigned or materialized here.
 
     Returns:
         A :class:`SplitResult`; ``counts`` has ``train``, ``valid``, ``test``.
@@ -64,6 +70,11 @@ def split_dataset(
     """
     from ray.data.expressions import col
 
+    if assigned is not None:
+        names = ds.columns()
+        drop = [SPLIT_COLUMN] + ([] if keep_provenance else [c for c in prov.READER_COLUMNS if c in names])
+        parts = {name: ds.filter(expr=col(SPLIT_COLUMN) == code).drop_columns(drop) for code, name in SPLIT_NAMES.items()}
+        return SplitResult(parts["train"], parts["valid"], parts["test"], dict(assigned))
     plan = SplitPlan.of(cfg)
     outside = 0
     if plan.method == "time" and cfg.window:

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 from raypipe.config import SplitConfig
 from raypipe.data import provenance as prov
 from raypipe.errors import DataError, SchemaError, did_you_mean
-from raypipe.runtime.storage import is_local
+from raypipe.runtime.storage import is_local, working_dir
 
 __all__ = [
     "TRAIN",
@@ -264,7 +264,7 @@ def normalize_paths(paths: Sequence[str], base: str | None = None) -> list[str]:
 
     Run on the driver: read tasks may have another working directory.
     """
-    base = base or os.getcwd()
+    base = base or working_dir()
     out: list[str] = []
     for p in paths:
         if is_local(p):

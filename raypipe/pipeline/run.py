@@ -213,7 +213,7 @@ class _RunState:
     quarantine: dict[str, Any] = dataclasses.field(default_factory=dict)
     durations: dict[str, float] = dataclasses.field(default_factory=dict)
     stages_run: list[str] = dataclasses.field(default_factory=list)
-    dataset: Any = None
+    ingested: Any = None  # the IngestResult: valid rows, with their split codes when assigned
     schema: Any = None
     splits: dict[str, Any] = dataclasses.field(default_factory=dict)
     features: Any = None
@@ -250,8 +250,8 @@ class _RunState:
 def _ingest(cfg: PipelineConfig, state: _RunState) -> None:
     state.current = "ingest"
     quarantine_uri = cfg.data.validation.quarantine_uri or str(state.run_dir / "quarantine")
-    result = ingest(cfg, quarantine_uri)
-    state.dataset = result.dataset
+    result = ingest(cfg, quarantine_uri, assign_split=True)
+    state.ingested = result
     state.schema = result.schema
     state.watermarks = result.watermarks
     counts = result.counts
@@ -265,7 +265,7 @@ def _ingest(cfg: PipelineConfig, state: _RunState) -> None:
 
 def _split(cfg: PipelineConfig, state: _RunState) -> None:
     state.current = "split"
-    result = split(cfg, state.dataset)
+    result = split(cfg, state.ingested)
     state.splits = {"train": result.train, "valid": result.valid, "test": result.test}
     state.rows.update(train=result.counts["train"], valid_split=result.counts["valid"], test=result.counts["test"])
     if "outside_window" in result.counts:

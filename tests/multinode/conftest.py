@@ -42,6 +42,10 @@ def multinode():
         initialize_head=True,
         head_node_args={"num_cpus": 1, "gcs_server_port": free_port(), "include_dashboard": True,
                         "dashboard_host": "127.0.0.1", "dashboard_port": dashboard_port,
+                        # Ray's fixed default (52365) may be held by another Ray on the machine;
+                        # then the head's agent never registers and `ray job submit` answers
+                        # "No available agent to submit job" (seen with a second cluster running).
+                        "dashboard_agent_listen_port": free_port(),
                         "object_store_memory": 200 * 1024 * 1024},
     )
     cluster.dashboard_url = f"http://127.0.0.1:{dashboard_port}"

@@ -420,6 +420,54 @@ def test_random_split_is_the_same_for_any_block_layout(ray_cluster, tmp_path):
         assert sorted(arrow(getattr(a, name))["id"].to_pylist()) == sorted(arrow(getattr(b, name))["id"].to_pylist())
 
 
+@pytest.mark.parametrize(
+    "split_cfg",
+    [
+        {"method": "random", "test_fraction": 0.2, "valid_fraction": 0.1, "seed": 7},
+        {"method": "files", "test_paths": ["b.csv"], "valid_fraction": 0.25},
+        {"method": "time", "time_column": "ts", "valid_from": "2024-01-01T00:20:00", "test_from": "2024-01-01T00:30:00"},
+    ],
+    ids=["random", "files", "time"],
+)
+def test_split_assigned_in_the_validation_pass_equals_the_split_stage(ray_cluster, tmp_path, monkeypatch, split_cfg):
+    """``ingest(assign_split=True)`` (what ``raypipe run`` does) gives every row the split
+    the separate split stage gives it, with quarantined rows in the same blocks."""
+    monkeypatch.chdir(tmp_path)  # the files split's relative paths
+    for name, lines in (("a.csv", range(0, 1200)), ("b.csv", range(1200, 2400))):
+        rows = "".join(f"{i},2024-01-01T00:{i // 60 % 60:02d}:{i % 60:02d},{'x' if i % 97 == 0 else i % 11}\n" for i in lines)
+        (tmp_path / name).write_text("id,ts,k\n" + rows)
+    cfg = config(
+        {"type": "csv", "paths": [str(tmp_path / "*.csv")]},
+        {"id": {"type": "int"}, "ts": {"type": "datetime"}, "k": {"type": "int"}},
+        split=split_cfg,
+        validation={"max_invalid_fraction": 0.05},
+    )
+    fused = ingest(cfg, str(tmp_path / "q1"), assign_split=True)
+    plain = ingest(cfg, str(tmp_path / "q2"))
+    quarantined = len(range(0, 2400, 97))
+    assert fused.counts == plain.counts and fused.counts["quarantined"] == quarantined
+    assert fused.split_counts is not None and plain.split_counts is None
+    a, b = split(cfg, fused), split(cfg, plain)
+    assert a.counts == b.counts == fused.split_counts and sum(a.counts.values()) == 2400 - quarantined
+    for name in ("train", "valid", "test"):
+        ours, theirs = arrow(getattr(a, name)), arrow(getattr(b, name))
+        assert sorted(ours["id"].to_pylist()) == sorted(theirs["id"].to_pylist())
+        assert ours.column_names == theirs.column_names == ["id", "ts", "k"]
+    assert min(a.counts.values()) > 0
+
+
+def test_a_split_that_needs_the_whole_data_is_not_assigned_in_the_validation_pass(ray_cluster, tmp_path):
+    (tmp_path / "t.csv").write_text("ts,v\n" + "".join(f"2024-01-01T00:00:{i:02d},{i}\n" for i in range(50)))
+    cfg = config(
+        {"type": "csv", "paths": [str(tmp_path / "t.csv")]},
+        {"ts": {"type": "datetime"}, "v": {"type": "int"}},
+        split={"method": "time", "time_column": "ts", "test_fraction": 0.2, "valid_fraction": 0.2},
+    )
+    result = ingest(cfg, str(tmp_path / "q"), assign_split=True)
+    assert result.split_counts is None  # thresholds come from the quantiles: the split stage's own pass
+    assert split(cfg, result).counts == {"train": 30, "valid": 10, "test": 10}
+
+
 def test_time_split_by_quantiles(ray_cluster, tmp_path):
     lines = "".join(f"2024-01-01T00:{i // 60:02d}:{i % 60:02d},{i}\n" for i in range(1000))
     (tmp_path / "t.csv").write_text("ts,v\n" + lines)
