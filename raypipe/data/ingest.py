@@ -38,7 +38,7 @@ from raypipe.data.watermark import Watermark, watermark_session
 from raypipe.errors import DataError, NothingToIngest, StageError, ValidationError
 from raypipe.runtime.storage import absolute_uri, resolve
 
-__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "infer_schema_section", "QUARANTINE_RECORD"]
+__all__ = ["IngestResult", "ingest", "split", "infer_source_schema", "infer_schema_section", "QUARANTINE_RECORD", "pack_records", "unpack_records"]
 
 #: Column of the validation stream that carries a quarantine record as JSON (null on valid rows).
 QUARANTINE_RECORD = "__rp_q"
@@ -83,17 +83,24 @@ class _Validate:
 
     def __call__(self, table: pa.Table) -> pa.Table:
         valid, bad = self.validator(table)
-        out = valid.append_column(QUARANTINE_RECORD, pa.nulls(valid.num_rows, pa.string()))
-        if not bad.num_rows:
-            return out
-        # Only rejected rows reach Python here.
-        packed = pa.array([json.dumps(r, default=str) for r in bad.to_pylist()], pa.string())
-        filler = [pa.nulls(bad.num_rows, f.type) for f in valid.schema] + [packed]
-        return pa.concat_tables([out, pa.Table.from_arrays(filler, schema=out.schema)])
+        return pack_records(valid, bad)
 
 
-def _unpack(table: pa.Table) -> pa.Table:
-    """map_batches UDF: ``__rp_q`` JSON back into quarantine columns (raw values as strings)."""
+def pack_records(rows: pa.Table, bad: pa.Table) -> pa.Table:
+    """``rows`` with a null ``__rp_q`` column, then one row per quarantine record of
+    ``bad`` (every other column null, the record as JSON in ``__rp_q``): one schema for
+    every block of a stream that carries both."""
+    out = rows.append_column(QUARANTINE_RECORD, pa.nulls(rows.num_rows, pa.string()))
+    if not bad.num_rows:
+        return out
+    # Only rejected rows reach Python here.
+    packed = pa.array([json.dumps(r, default=str) for r in bad.to_pylist()], pa.string())
+    filler = [pa.nulls(bad.num_rows, f.type) for f in rows.schema] + [packed]
+    return pa.concat_tables([out, pa.Table.from_arrays(filler, schema=out.schema)])
+
+
+def unpack_records(table: pa.Table) -> pa.Table:
+    """``__rp_q`` JSON back into quarantine columns (raw values as strings)."""
     records = [json.loads(s) for s in table.column(QUARANTINE_RECORD).to_pylist()]
     data: dict[str, None] = {}
     for r in records:
@@ -181,7 +188,7 @@ def ingest(cfg: PipelineConfig, quarantine_uri: str, state_uri: str | None = Non
             raise DataError(f"data.source: {name}: no rows were read. Hint: check the paths, table or query.")
         is_record = col(QUARANTINE_RECORD).is_not_null()
         quarantine = stream.filter(expr=is_record).select_columns([QUARANTINE_RECORD])
-        quarantine = quarantine.map_batches(_unpack, batch_format="pyarrow", batch_size=None).materialize()
+        quarantine = quarantine.map_batches(unpack_records, batch_format="pyarrow", batch_size=None).materialize()
         n_bad = quarantine.count()
         if n_bad:
             valid = stream.filter(expr=col(QUARANTINE_RECORD).is_null()).drop_columns([QUARANTINE_RECORD]).materialize()
