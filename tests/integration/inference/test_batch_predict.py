@@ -190,3 +190,17 @@ def test_a_many_row_group_parquet_input_gives_the_predictions_of_one_bundle_call
     quarantine = pq.read_table(tmp_path / "out.parquet.quarantine")
     assert quarantine.column("__rp_line").to_pylist() == [34]
     assert quarantine.column("__rp_rule").to_pylist() == ["not_null"]
+
+
+def test_an_input_without_one_valid_row_still_gives_one_file_and_counts_every_row(trained, tmp_path):
+    config, _, _ = trained
+    text = _rows(6000, 6).splitlines()
+    # Every row loses its `a`: all quarantined, nothing predicted.
+    (tmp_path / "in.csv").write_text("\n".join([text[0]] + [",".join(r.split(",")[:1] + [""] + r.split(",")[2:]) for r in text[1:]]) + "\n")
+    result = api.predict(config, str(tmp_path / "in.csv"), str(tmp_path / "p.csv"), model="toy@1")
+    assert result["rows"] == {"input": 6, "predicted": 0, "quarantined": 6}
+    assert (tmp_path / "p.csv").read_text().splitlines() == ['"row_id","source_file","source_line","prediction","probability"']
+    assert pq.read_table(tmp_path / "p.csv.quarantine").column("__rp_line").to_pylist() == [2, 3, 4, 5, 6, 7]
+    result = api.predict(config, str(tmp_path / "in.csv"), str(tmp_path / "p.parquet"), model="toy@1")
+    assert result["rows"]["predicted"] == 0 and pq.read_table(tmp_path / "p.parquet").column_names == [
+        "row_id", "source_file", "source_line", "prediction", "probability"]
