@@ -9,9 +9,10 @@ evaluation: ~30-60 s on a busy 2-core machine) dominate the pair's wall time und
 Measured (rows / wall seconds, median of ``ctx.repeats``):
 
 * raypipe: ``raypipe.inference.batch_predict``, what ``raypipe predict`` runs: load the
-  champion bundle, read and validate the rows against its schema (quarantining breakers),
-  predict on a Ray Data actor pool, write a Parquet folder (``source_line``,
-  ``prediction``, ``probability``).
+  champion bundle, then one streaming pass: read tasks (one per row group of the input
+  file) validate their rows against its schema (quarantining breakers) and predict them
+  in the same task, the driver writing one Parquet file (``source_file``,
+  ``source_line``, ``prediction``, ``probability``) as blocks arrive.
 * baseline: one process. ``pyarrow.parquet.read_table``, the bundle's own feature
   transform (``bundle.features.transform``, the same pure code raypipe runs),
   ``booster.inplace_predict`` with ``nthread`` = all cores, the same prediction labels,

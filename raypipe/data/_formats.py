@@ -595,7 +595,14 @@ def read_json_buffer(data: bytes, path: str) -> Iterator[pa.Table]:
 # --------------------------------------------------------------------------- Parquet
 
 
-def read_parquet_file(f: Any, path: str, columns: Sequence[str] | None = None, batch_rows: int = 1 << 17) -> Iterator[pa.Table]:
+def read_parquet_file(
+    f: Any,
+    path: str,
+    columns: Sequence[str] | None = None,
+    batch_rows: int = 1 << 17,
+    row_groups: Sequence[int] | None = None,
+    first_row: int = 0,
+) -> Iterator[pa.Table]:
     """Read one Parquet file in batches, numbering rows from 1 within the file.
 
     Args:
@@ -603,6 +610,9 @@ def read_parquet_file(f: Any, path: str, columns: Sequence[str] | None = None, b
         path: recorded in ``__rp_file``.
         columns: read only these columns (those the file has; missing ones are
             reported later by :class:`~raypipe.data.columns.ColumnMap` with the file named).
+        row_groups: read only these (consecutive) row groups; None: the whole file.
+        first_row: rows of the file before the first row group read, so that row
+            numbers stay those of the whole file.
     """
     import pyarrow.parquet as pq
 
@@ -612,8 +622,8 @@ def read_parquet_file(f: Any, path: str, columns: Sequence[str] | None = None, b
         raise DataError(f"data.source: {path}: not a readable Parquet file ({exc}).") from exc
     names = pf.schema_arrow.names
     wanted = None if columns is None else [c for c in names if c in set(columns)]
-    row = 0
-    for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=False):
+    row = first_row
+    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=row_groups, columns=wanted, use_threads=False):
         n = batch.num_rows
         if not n:
             continue

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -140,3 +142,65 @@ def test_parquet_and_jsonl_are_one_file_and_a_folder_only_when_asked(trained, tm
     assert _predict(config, tmp_path / "in.csv", tmp_path / "parts.csv", "--folder").exit_code == 0
     parts = sorted((tmp_path / "parts.csv").glob("*.csv"))
     assert parts and sum(pacsv.read_csv(p).num_rows for p in parts) == 12
+
+
+def _parquet_rows(path, start: int, n: int, missing_at: int, row_group_size: int) -> None:
+    a = [None if i == missing_at else i % 17 for i in range(start, start + n)]
+    table = pa.table({
+        "row_id": [f"r{i}" for i in range(start, start + n)],
+        "a": pa.array(a, pa.int64()),
+        "b": [(i * 7) % 11 / 10 for i in range(start, start + n)],
+        "city": [["Paris", "Lyon", "Nice"][i % 3] for i in range(start, start + n)],
+    })
+    pq.write_table(table, path, row_group_size=row_group_size)
+
+
+def test_parquet_row_groups_are_read_in_parallel_tasks_with_the_lines_of_the_whole_file(trained, tmp_path):
+    from raypipe.config import ParquetSource
+    from raypipe.data.file_sources import ParquetRowsDatasource, read_parquet
+
+    _parquet_rows(tmp_path / "in.parquet", 5000, 50, missing_at=5033, row_group_size=8)  # 7 row groups
+    source = ParquetSource(type="parquet", paths=[str(tmp_path / "in.parquet")])
+    tasks = ParquetRowsDatasource([str(tmp_path / "in.parquet")], split_row_groups=True).get_read_tasks(2)
+    assert [t.metadata.num_rows for t in tasks] == [16, 16, 8, 10]  # runs of 2, 2, 1, 2 of the 7 row groups
+    lines = [line for t in tasks for block in t() for line in block.column("__rp_line").to_pylist()]
+    assert lines == list(range(1, 51))
+    assert len(ParquetRowsDatasource([str(tmp_path / "in.parquet")], split_row_groups=True).get_read_tasks(8)) == 7  # one per row group at most
+    assert len(ParquetRowsDatasource([str(tmp_path / "in.parquet")]).get_read_tasks(4)) == 1  # not asked: one task per file
+    assert read_parquet(source, split_row_groups=True).count() == 50
+
+
+def test_a_many_row_group_parquet_input_gives_the_predictions_of_one_bundle_call(trained, tmp_path):
+    from raypipe.bundle import ModelBundle
+    from raypipe.registry import ModelRegistry
+
+    config, base, _ = trained
+    _parquet_rows(tmp_path / "in.parquet", 5000, 50, missing_at=5033, row_group_size=8)
+    result = api.predict(config, str(tmp_path / "in.parquet"), str(tmp_path / "out.parquet"), model="toy@1")
+    assert result["rows"] == {"input": 50, "predicted": 49, "quarantined": 1}
+    out = pq.read_table(tmp_path / "out.parquet")
+    # In input order, each row with its own line and id.
+    assert out.column("source_line").to_pylist() == [i for i in range(1, 51) if i != 34]
+    assert out.column("row_id").to_pylist() == [f"r{5000 + i - 1}" for i in range(1, 51) if i != 34]
+    bundle = ModelBundle.load(ModelRegistry(str(base / "registry")).local_path("toy", 1))
+    rows = pq.read_table(tmp_path / "in.parquet").filter(pa.compute.is_valid(pa.compute.field("a")))
+    expected = bundle.predict(rows.cast(pa.schema([("row_id", pa.string()), ("a", pa.int64()), ("b", pa.float64()), ("city", pa.string())])))
+    assert out.column("probability").to_pylist() == expected["probability"].tolist()
+    assert out.column("prediction").to_pylist() == expected["prediction"].tolist()
+    quarantine = pq.read_table(tmp_path / "out.parquet.quarantine")
+    assert quarantine.column("__rp_line").to_pylist() == [34]
+    assert quarantine.column("__rp_rule").to_pylist() == ["not_null"]
+
+
+def test_an_input_without_one_valid_row_still_gives_one_file_and_counts_every_row(trained, tmp_path):
+    config, _, _ = trained
+    text = _rows(6000, 6).splitlines()
+    # Every row loses its `a`: all quarantined, nothing predicted.
+    (tmp_path / "in.csv").write_text("\n".join([text[0]] + [",".join(r.split(",")[:1] + [""] + r.split(",")[2:]) for r in text[1:]]) + "\n")
+    result = api.predict(config, str(tmp_path / "in.csv"), str(tmp_path / "p.csv"), model="toy@1")
+    assert result["rows"] == {"input": 6, "predicted": 0, "quarantined": 6}
+    assert (tmp_path / "p.csv").read_text().splitlines() == ['"row_id","source_file","source_line","prediction","probability"']
+    assert pq.read_table(tmp_path / "p.csv.quarantine").column("__rp_line").to_pylist() == [2, 3, 4, 5, 6, 7]
+    result = api.predict(config, str(tmp_path / "in.csv"), str(tmp_path / "p.parquet"), model="toy@1")
+    assert result["rows"]["predicted"] == 0 and pq.read_table(tmp_path / "p.parquet").column_names == [
+        "row_id", "source_file", "source_line", "prediction", "probability"]
