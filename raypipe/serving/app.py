@@ -168,6 +168,9 @@ class Endpoint:
         # A batch can never hold more requests than a replica takes at once (Serve warns).
         self._predict_batch.set_max_batch_size(min(cfg.batching.max_batch_size, cfg.max_ongoing_requests))
         self._predict_batch.set_batch_wait_timeout_s(cfg.batching.wait_timeout_ms / 1000.0)
+        # /predict requests inside the handler now: one alone skips the batch queue (_predict).
+        self._in_flight = 0
+        self._direct_when_alone = cfg.batching.wait_timeout_ms == 0
         self._requests = metrics.Counter(
             "raypipe_requests_total", "HTTP requests by model, version and status code.", tag_keys=("model", "version", "status")
         )
@@ -323,6 +326,7 @@ class Endpoint:
         started = time.perf_counter()
         model = self.current
         status = 200
+        self._in_flight += 1
         try:
             if not authorized(request.headers.get("authorization"), self.hashes):
                 raise _unauthorized()
@@ -330,7 +334,7 @@ class Endpoint:
             if self.challenger is not None and random.random() < self.canary:
                 model = self.challenger
             table = model.inputs.table(payload, self.max_instances)
-            out = await self._predict_batch((model, table))
+            out = await self._predict(model, table)
             if isinstance(out, Exception):  # this request's own rows failed, predicted alone
                 raise RequestError(422, "unprocessable_values", f"the rows could not be transformed for the model: "
                                    f"{type(out).__name__}: {str(out)[:300]}", [{"field": "$", "expected": "values the model's "
@@ -349,6 +353,8 @@ class Endpoint:
             status = 500
             log.exception("predict failed")
             response = _json_response(error_body("internal_error", f"POST /predict: {type(exc).__name__}"), 500)
+        finally:
+            self._in_flight -= 1
         tags = {"model": self.name, "version": str(model.version), "status": str(status)}
         self._requests.inc(tags=tags)
         self._latency.observe((time.perf_counter() - started) * 1000.0, tags={"model": self.name})
@@ -421,9 +427,32 @@ class Endpoint:
                                f"({sum(map(len, chunks))} of {declared or 'unknown'} bytes). Hint: serve.request_timeout_s.") from None
         return b"".join(chunks)
 
+    async def _predict(self, model: Loaded, table: pa.Table) -> Any:
+        """One request's prediction, or its exception (see :meth:`_predict_items`).
+
+        A request alone in the replica is predicted here and now, without ``@serve.batch``:
+        with no batch wait (``wait_timeout_ms: 0``) its batch would hold it alone anyway, and
+        the queue, the future, the wake-up of the batching task and its metrics cost the
+        replica CPU on every request (benchmarks/serve_cpu.py). Alone means no other
+        ``/predict`` in this handler after one turn of the event loop: requests the loop
+        already holds reach their handler in that turn, as they would reach the batch queue
+        before its task wakes, so under load requests still merge, wait in the replica
+        (where the autoscaler counts them) and the prediction call stays synchronous.
+        """
+        if self._direct_when_alone and self._in_flight == 1:
+            await asyncio.sleep(0)
+            if self._in_flight == 1:
+                return self._predict_items([(model, table)])[0]
+        return await self._predict_batch((model, table))
+
     # The config's defaults; each replica sets its own config's values in __init__.
     @serve.batch(max_batch_size=_BATCHING.max_batch_size, batch_wait_timeout_s=_BATCHING.wait_timeout_ms / 1000.0)
     async def _predict_batch(self, items: list[tuple[Loaded, pa.Table]]) -> list[Any]:
+        """Predict several requests' rows in one call per model version (:meth:`_predict_items`)."""
+        return self._predict_items(items)
+
+    @staticmethod
+    def _predict_items(items: list[tuple[Loaded, pa.Table]]) -> list[Any]:
         """Predict several requests' rows in one call per model version.
 
         Requests are isolated: when the merged call fails, each request of the group

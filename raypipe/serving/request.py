@@ -13,6 +13,7 @@ Errors follow the SPEC: ``{"error": {"type", "message", "details": [{"field",
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -153,6 +154,10 @@ class InputSchema:
         self._names = list(self.columns)
         self._known = set(self._names)
         self._validator = BatchValidator(SchemaConfig(columns=self.columns, extra_columns="drop"), "request")
+        # Per column, the validator's rules in plain Python, for requests that break none
+        # (see table()); None where a column needs the validator (conversion, regex).
+        self._rules = {name: _python_rules(spec) for name, spec in self.columns.items()}
+        self._plain = all(rule is not None for rule in self._rules.values())
 
     def openapi(self) -> dict[str, Any]:
         """JSON Schema of one instance: each feature typed, required unless nullable."""
@@ -198,14 +203,21 @@ class InputSchema:
         columns, where, problems, skip = self._columns(payload, max_instances)
         n = len(next(iter(columns.values()))) if columns else 0
         arrays = []
+        plain = self._plain and not problems
         for name in self._names:
             type_ = self.columns[name].type
-            arr, bad = _array(columns.get(name), n, type_, _numbers_as_text(self.columns[name]))
+            arr, bad, clean = _array(columns.get(name), n, type_, _numbers_as_text(self.columns[name]))
             for i in bad:
                 if i not in skip:
                     expected = _EXPECTED_JSON[type_] if _numbers_as_text(self.columns[name]) or type_ not in ("string", "category") else "a string"
                     problems.append({"field": where(i, name), "expected": expected, "got": _kind(columns[name][i])})
+            plain = plain and not bad and self._rules[name](clean)
             arrays.append(arr)
+        if plain:
+            # Every value already has its column's Arrow type (the validator's conversion
+            # would return it as is) and breaks none of its rules: the validator would
+            # return exactly this table, at 0.2-0.3 ms of Arrow calls per request.
+            return pa.Table.from_arrays(arrays, names=self._names)
         table = pa.Table.from_arrays([*arrays, pa.array(np.arange(n, dtype=np.int64))], names=[*self._names, prov.LINE])
         valid, bad_rows = self._validator(table)
         if bad_rows.num_rows:
@@ -335,8 +347,9 @@ def _numbers_as_text(spec: ColumnSpec) -> bool:
     return spec.type in ("string", "category") and spec.regex is None
 
 
-def _array(values: list | None, n: int, type_: str, int_text: bool = False) -> tuple[pa.Array, list[int]]:
-    """An Arrow array of one column's JSON values, and the rows whose JSON type is wrong.
+def _array(values: list | None, n: int, type_: str, int_text: bool = False) -> tuple[pa.Array, list[int], list | None]:
+    """An Arrow array of one column's JSON values, the rows whose JSON type is wrong, and
+    the values as the array holds them (``None`` for a column absent from the request).
 
     JSON is typed, so the value's JSON type must be the column's, exactly as the
     OpenAPI document says: an int column takes integers (``39.0`` is the integer 39),
@@ -345,7 +358,7 @@ def _array(values: list | None, n: int, type_: str, int_text: bool = False) -> t
     by the caller.
     """
     if values is None:
-        return pa.nulls(n, _ARROW_IN[type_]), []
+        return pa.nulls(n, _ARROW_IN[type_]), [], None
     ok, bad = (_as_str_or_int if int_text else _CHECK[type_]), []
     clean: list[Any] = []
     for i, v in enumerate(values):
@@ -361,10 +374,45 @@ def _array(values: list | None, n: int, type_: str, int_text: bool = False) -> t
             clean.append(None)
         else:
             clean.append(c)
-    return pa.array(clean, _ARROW_IN[type_]), bad
+    return pa.array(clean, _ARROW_IN[type_]), bad, clean
 
 
 _BAD = object()
+
+
+def _python_rules(spec: ColumnSpec) -> Any:
+    """``check(values) -> bool``: whether a column's values (as :func:`_array` holds them,
+    ``None`` for an absent column) break none of the validator's rules (``_Column.checks``
+    of raypipe.data.validate), for the columns whose request array is already what the
+    validator converts it to: int (int64), float (float64), string and category (string),
+    without a regex. ``None`` for the others (bool and datetime are converted from text;
+    regex runs as RE2 there); the validator checks those requests.
+
+    Bounds compare exactly: Python compares an int with a float bound exactly, as the
+    validator compares integers with the bound's ceiling or floor.
+    """
+    numeric = spec.type in ("int", "float")
+    if spec.type not in ("int", "float", "string", "category") or spec.regex is not None:
+        return None
+    if not numeric and (spec.min is not None or spec.max is not None):
+        return None
+    if numeric and spec.allowed is not None:
+        return None
+    lo, hi, nullable = spec.min, spec.max, spec.nullable
+    allowed = frozenset(spec.allowed) if spec.allowed is not None else None
+
+    def check(values: list | None) -> bool:
+        if values is None:
+            return nullable
+        if not nullable and None in values:
+            return False
+        if lo is not None and any(v is not None and v < lo for v in values):
+            return False
+        if hi is not None and any(v is not None and v > hi for v in values):
+            return False
+        return allowed is None or all(v is None or v in allowed for v in values)
+
+    return check
 
 
 def _as_int(v: Any) -> Any:
@@ -443,14 +491,27 @@ PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}-(0|[1-9][0-9]{0,8})-[0-9a-f]{16}$"
 _ID = re.compile(PREDICTION_ID_PATTERN)
 
 
-def _tag(key: bytes, body: str) -> str:
-    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()[:16]
+def _tag(keyed: hmac.HMAC, body: str) -> str:
+    # A copy of the keyed HMAC (its key already hashed in) gives the same digest as
+    # hmac.new(key, body, sha256) in 1.2 instead of 3.1 us: a 100-row request tags 100 ids.
+    h = keyed.copy()
+    h.update(body.encode())
+    return h.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def new_prediction_ids(n: int, key: bytes) -> list[str]:
     """Unique ids for ``n`` predictions, each tagged with an HMAC under ``key``."""
-    base = uuid.uuid4().hex
-    return [f"{base}-{i}-{_tag(key, f'{base}-{i}')}" for i in range(n)]
+    base, keyed = uuid.uuid4().hex, _keyed(key)
+    ids = []
+    for i in range(n):
+        body = f"{base}-{i}"
+        ids.append(f"{body}-{_tag(keyed, body)}")
+    return ids
 
 
 def valid_prediction_id(pid: str, key: bytes) -> bool:
@@ -458,7 +519,7 @@ def valid_prediction_id(pid: str, key: bytes) -> bool:
     if not _ID.match(pid):
         return False
     body, _, tag = pid.rpartition("-")
-    return hmac.compare_digest(tag, _tag(key, body))
+    return hmac.compare_digest(tag, _tag(_keyed(key), body))
 
 
 class LabelSchema:

@@ -246,3 +246,67 @@ def test_category_codes_may_come_as_json_integers():
     assert _error(inputs, {"instances": [{"w": 3}, {"w": True}]}).details == [
         {"field": "instances[1].w", "expected": "a string (or an integer)", "got": "a boolean"},
         {"field": "instances[0].w", "expected": "one of ['1', '2']", "got": "3", "rule": "allowed"}]
+
+
+# --------------------------------------------------------------------------- plain-rule path
+
+PLAIN = {
+    "task": "binary_classification", "label": "income", "weight": None, "id": None,
+    "columns": {
+        "age": {"type": "int", "min": 17, "max": 100},
+        "fnlwgt": {"type": "int", "min": 0.5},
+        "hours": {"type": "float", "nullable": True, "min": 0.5, "max": 99.5},
+        "sex": {"type": "category", "allowed": ["Female", "Male"]},
+        "workclass": {"type": "category", "nullable": True},
+        "code": {"type": "string", "nullable": True, "allowed": ["1", "2"]},
+        "income": {"type": "category", "allowed": ["<=50K", ">50K"]},
+    },
+}
+
+
+def _both(payload):
+    """``table()`` with the plain-rule path and with the validator alone: (table or error) each."""
+    out = []
+    for plain in (True, False):
+        inputs = InputSchema(PLAIN)
+        assert inputs._plain  # every column of PLAIN has plain rules
+        inputs._plain = plain
+        try:
+            out.append(inputs.table(payload, 100))
+        except RequestError as exc:
+            out.append((exc.status, exc.type, exc.details))
+    return out
+
+
+def test_plain_rules_give_the_validators_table():
+    rows = [{"age": 17, "fnlwgt": 1, "hours": 0.5, "sex": "Male", "workclass": None, "code": 2},
+            {"age": 100.0, "fnlwgt": SAFE_INT, "sex": "Female", "workclass": "Private", "code": "1"}]
+    fast, slow = _both({"instances": rows})
+    assert fast.equals(slow) and fast.schema.equals(slow.schema, check_metadata=True)
+    assert fast.column("age").to_pylist() == [17, 100] and fast.column("code").to_pylist() == ["2", "1"]
+
+
+@pytest.mark.parametrize("row", [
+    {"age": 16}, {"age": 101}, {"fnlwgt": 0}, {"hours": 0.4999}, {"hours": 99.6}, {"sex": "male"}, {"sex": None},
+    {"code": "3"}, {"code": 3}, {"age": None}, {"age": SAFE_INT + 1}, {"age": True}, {"age": 39.5},
+])
+def test_a_broken_rule_gets_the_validators_error(row):
+    fast, slow = _both({"instances": [{"age": 39, "fnlwgt": 5, "sex": "Male", **row}]})
+    assert isinstance(fast, tuple) and fast == slow and fast[0] == 422
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.fixed_dictionaries({}, optional={
+    "age": st.one_of(st.none(), st.integers(0, 200), st.floats(allow_nan=False), st.booleans()),
+    "fnlwgt": st.one_of(st.none(), st.integers(-2, 2**64)),
+    "hours": st.one_of(st.none(), st.floats(-1, 200)),
+    "sex": st.one_of(st.none(), st.sampled_from(["Female", "Male", "x", ""])),
+    "workclass": st.one_of(st.none(), st.text(max_size=3)),
+    "code": st.one_of(st.none(), st.sampled_from(["1", "2", "3"]), st.integers(0, 3)),
+}), min_size=1, max_size=5))
+def test_plain_rules_agree_with_the_validator(rows):
+    fast, slow = _both({"instances": rows})
+    if isinstance(fast, tuple):
+        assert fast == slow
+    else:
+        assert fast.equals(slow)
