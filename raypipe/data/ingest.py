@@ -155,6 +155,8 @@ def _code_counts(stream: ray.data.Dataset) -> Counter[int | None]:
 
 @ray.remote(num_cpus=0.1)
 def _count_codes(table: pa.Table) -> dict[int | None, int]:
+    if not table.num_rows:
+        return {}  # an empty read (nothing above a watermark) may give a block without columns
     codes = table.column(SPLIT_COLUMN)
     counts = {int(v["values"]): int(v["counts"]) for v in pc.value_counts(codes.drop_null()).to_pylist()}
     return {**counts, None: codes.null_count} if codes.null_count else counts
